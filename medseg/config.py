@@ -1,0 +1,350 @@
+"""Typed configuration: dataclasses loaded from YAML, with dotted command-line overrides.
+
+``load_config("configs/cxr_lung.yaml", ["optim.lr=3e-4", "data.root=/data/cxr"])`` returns a
+:class:`Config`. Unknown keys and wrong types raise :class:`~medseg.errors.ConfigError` naming the
+key and suggesting the closest valid one. Paths are config fields, never environment variables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from medseg.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "ModelConfig",
+    "DataConfig",
+    "AugmentConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "InferConfig",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "apply_overrides",
+    "save_config",
+]
+
+T = TypeVar("T")
+
+
+@dataclass
+class ModelConfig:
+    """The network. ``in_channels`` is 1 for radiographs and k (adjacent slices) for 2.5-D CT."""
+
+    architecture: str = "flexible_unet"
+    encoder: str = "efficientnet-lite0"
+    #: ``"imagenet"`` (local file search: torch hub cache, then a weights package), a path to a
+    #: ``.pth``/``.safetensors`` file, or ``"none"`` for random initialisation.
+    encoder_weights: str = "imagenet"
+    spatial_dims: int = 2
+    in_channels: int = 1
+    #: number of output classes including background (0)
+    num_classes: int = 3
+    decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
+    dropout: float = 0.0
+    norm: str = "batch"
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (MONAI random transforms); probabilities per sample."""
+
+    enabled: bool = True
+    affine_prob: float = 0.5
+    rotate_deg: float = 10.0
+    scale: float = 0.1
+    translate_frac: float = 0.05
+    intensity_prob: float = 0.3
+    elastic_prob: float = 0.0
+    flip_lr: bool = False  # left/right flips swap the anatomy of left/right lungs: off by default
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it becomes tensors."""
+
+    #: ``"cxr"`` (2-D radiographs) or ``"ct"`` (2.5-D axial slices of volumes)
+    task: Literal["cxr", "ct"] = "cxr"
+    #: CSV/JSON manifest with columns image, label[, split, patient_id]; relative paths are
+    #: resolved against ``root`` (or the manifest's folder when root is empty)
+    manifest: str = ""
+    root: str = ""
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    #: 2-D training size (y, x) for radiographs; in-plane crop/resize for CT slices
+    image_size: list[int] = field(default_factory=lambda: [256, 256])
+    #: CT: number of adjacent axial slices given as channels (must equal model.in_channels)
+    context_slices: int = 3
+    #: CT: target in-plane spacing in mm (0 = keep)
+    spacing_mm: float = 0.0
+    #: CT: HU window clipped and scaled to [0, 1] before the encoder normalisation
+    hu_window: list[float] = field(default_factory=lambda: [-1000.0, 400.0])
+    #: CT: fraction of training slices drawn from slices with foreground
+    foreground_fraction: float = 0.8
+    #: "none", "memory" (MONAI CacheDataset) or "disk" (PersistentDataset keyed by transform config)
+    cache: Literal["none", "memory", "disk"] = "memory"
+    cache_dir: str = ""
+    num_workers: int = 0
+    batch_size: int = 4
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    #: encoder learning rate = lr * encoder_lr_mult (discriminative fine-tuning)
+    encoder_lr_mult: float = 0.1
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+    schedule: Literal["cosine", "constant"] = "cosine"
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    #: stop after this many optimiser steps (0 = no limit); for smoke tests and benchmarks
+    max_steps: int = 0
+    loss: Literal["dicece", "dice", "ce", "dicefocal"] = "dicece"
+    #: "none" (fp32), "bf16" (CUDA and CPU) or "fp16" (CUDA with GradScaler)
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    compile: bool = False
+    freeze_encoder_epochs: int = 0
+    val_every: int = 1
+    early_stop_patience: int = 0
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    out_dir: str = "runs/medseg"
+    log_every: int = 10
+    progress: bool = True
+    #: the validation metric that picks the best checkpoint ("dice" = mean foreground Dice)
+    monitor: str = "dice"
+
+
+@dataclass
+class InferConfig:
+    batch_size: int = 8
+    tta_flip: bool = False
+    #: "auto", "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"
+    sliding_window_overlap: float = 0.25
+    keep_largest: bool = True
+    fill_holes: bool = True
+
+
+@dataclass
+class Config:
+    """Everything a training run needs; saved verbatim inside every checkpoint."""
+
+    name: str = "medseg"
+    #: label value -> structure name, e.g. {1: "right lung", 2: "left lung"}
+    labels: dict[int, str] = field(default_factory=lambda: {1: "right lung", 2: "left lung"})
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+
+    def validate(self) -> Config:
+        """Cross-field checks; returns self."""
+        if self.model.num_classes != len(self.labels) + 1:
+            raise ConfigError(
+                f"model.num_classes={self.model.num_classes} but {len(self.labels)} labels are named "
+                f"({self.labels}); num_classes counts background too",
+                path="model.num_classes",
+                hint=f"set model.num_classes={len(self.labels) + 1} or name every label",
+            )
+        if self.data.task == "ct" and self.model.in_channels != self.data.context_slices:
+            raise ConfigError(
+                f"2.5-D CT feeds data.context_slices={self.data.context_slices} slices as channels, "
+                f"but model.in_channels={self.model.in_channels}",
+                path="model.in_channels",
+                hint="make them equal",
+            )
+        if self.data.task == "ct" and self.data.context_slices % 2 != 1:
+            raise ConfigError("data.context_slices must be odd (centre slice predicted)", path="data.context_slices")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# generic typed loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert ``value`` to type ``tp`` (dataclass, list, dict, Literal, Union, scalars)."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"expected a mapping for section '{key}', got {value!r}", path=key)
+        return _from_dict(tp, value, prefix=key + ".")
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f"did you mean '{close[0]}'?" if close else None
+            raise ConfigError(f"must be one of {list(choices)}, got {value!r}", path=key, hint=hint)
+        return value
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None and len(args) < len(get_args(tp)):
+            return None
+        errors = []
+        for a in args:
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is list:
+        (item_tp,) = get_args(tp) or (Any,)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"expected a list, got {value!r}", path=key, hint="write it as [a, b, ...]")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        k_tp, v_tp = get_args(tp) or (Any, Any)
+        if not isinstance(value, dict):
+            raise ConfigError(f"expected a mapping, got {value!r}", path=key)
+        return {_coerce(k, k_tp, key): _coerce(v, v_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"expected true/false, got {value!r}", path=key)
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"expected an integer, got {value!r}", path=key)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"expected an integer, got {value!r}", path=key)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"expected a number, got {value!r}", path=key)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"expected a number, got {value!r}", path=key)
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, PathLike):
+            return str(value)
+        raise ConfigError(f"expected a string, got {value!r}", path=key)
+    raise ConfigError(f"unsupported config type {_type_name(tp)}", path=key)
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else f"valid keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key '{prefix}{key}'", path=f"{prefix}{key}", hint=hint)
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any], cls: type[T] = Config) -> T:  # type: ignore[assignment]
+    """Build a typed config (default :class:`Config`) from a plain mapping, checking every key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
+    return _from_dict(cls, data)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain (YAML/JSON-serialisable) mapping of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested mapping copy."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value", hint="e.g. --set optim.lr=3e-4")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"cannot set '{key}': '{p}' is not a section", path=key)
+            node = nxt
+        node[parts[-1]] = _parse_scalar(text)
+    return out
+
+
+def load_config(
+    path: str | PathLike[str] | None = None, overrides: list[str] | None = None
+) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("config file not found", path=p, hint="pass a YAML file such as configs/cxr_lung.yaml")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"not valid YAML ({e})", path=p) from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("the YAML file must hold a mapping at the top level", path=p)
+        data = loaded
+    data = apply_overrides(data, overrides)
+    return config_from_dict(data).validate()
+
+
+def save_config(cfg: Config, path: str | PathLike[str]) -> None:
+    """Write ``cfg`` as YAML atomically."""
+    from medseg.utils import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
