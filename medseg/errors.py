@@ -45,7 +45,7 @@ class MedsegError(Exception):
             text = f"{self.path}: {text}"
         if self.hint:
             text = f"{text}. Fix: {self.hint.rstrip('.')}"
-        return text + "."
+        return text if text.endswith(("?", "!", ".")) else text + "."
 
 
 class InputError(MedsegError):
