@@ -10,6 +10,13 @@ from __future__ import annotations
 import logging
 import sys
 
+import typer
+
+try:  # recent typer vendors click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer depends on click
+    from click.exceptions import ClickException  # type: ignore[assignment,no-redef]
+
 from medseg.cli._app import app
 from medseg.errors import MedsegError
 
@@ -23,22 +30,20 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (0 ok, 2 medseg error, 1 unexpected)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(args=argv, prog_name="medseg", standalone_mode=False)
+        rc = app(args=argv, prog_name="medseg", standalone_mode=False)
     except MedsegError as e:
         print(f"medseg: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("medseg: interrupted", file=sys.stderr)
         return 130
-    except SystemExit as e:  # typer/click exits (e.g. --help) pass through
+    except typer.Exit as e:
+        return int(e.exit_code)
+    except typer.Abort:
+        return 1
+    except SystemExit as e:
         return int(e.code or 0)
-    except Exception as e:  # click usage errors and friends
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
-            return 1
-        raise
-    return 0
+    except ClickException as e:  # usage errors: click's own message, exit code 2
+        e.show()
+        return int(e.exit_code)
+    return rc if isinstance(rc, int) else 0
