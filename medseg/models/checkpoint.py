@@ -1,0 +1,328 @@
+"""Self-describing checkpoint folders: ``config.json`` + ``model.safetensors``, never pickle.
+
+A checkpoint folder holds everything needed to rebuild and use the network:
+
+``config.json``
+    ``format`` ("medseg.checkpoint"), ``format_version`` (1), ``medseg_version``, ``created_utc``,
+    ``model`` (class, builder, parameter count), ``config`` (the full :class:`~medseg.config.Config`
+    as a dict: the network is ``build_model(config.model)``), ``preprocessing`` (per-channel
+    mean/std, input range, required size multiple), ``labels`` (``{"1": {"name": "right lung",
+    "concept": {...}}}``, value 0 is background), ``weights`` (file name, sha256, tensor count)
+    and ``training`` (a free-form summary from the trainer, or ``{}``).
+``model.safetensors``
+    the state dict of the unwrapped network.
+
+The folder is written as a whole to a temporary sibling and renamed into place; an existing
+checkpoint folder at the target is replaced only once the new one is complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import medseg
+from medseg.codes import concept_to_dict
+from medseg.config import Config, config_from_dict, config_to_dict
+from medseg.errors import CheckpointError, ConfigError, MedsegError
+from medseg.models.encoders import Preprocessing, encoder_preprocessing
+from medseg.models.finetune import unwrap_model
+from medseg.models.unet import MedsegUNet, build_model, required_multiple
+from medseg.utils import resolve_device
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_FORMAT_VERSION",
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
+    "LoadedCheckpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "is_checkpoint_dir",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "medseg.checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A rebuilt network (eval mode, on the requested device), its Config and the parsed config.json."""
+
+    model: MedsegUNet
+    config: Config
+    info: dict[str, Any]
+    path: Path
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_dict(self.info["preprocessing"])
+
+    @property
+    def labels(self) -> dict[int, str]:
+        """Label value -> structure name (0 = background is implicit)."""
+        return dict(self.config.labels)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _jsonable(value: Any, key: str) -> Any:
+    """Plain JSON value (non-finite floats -> None, numpy/torch scalars -> numbers, paths -> str)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise CheckpointError(
+        f"cannot store a {type(value).__name__} in config.json",
+        path=key,
+        hint="pass plain numbers, strings, lists, dicts",
+    )
+
+
+def is_checkpoint_dir(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a folder whose config.json declares a medseg checkpoint."""
+    cfg = Path(path) / CONFIG_FILE
+    try:
+        return json.loads(cfg.read_text()).get("format") == CHECKPOINT_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _check_matches(net: nn.Module, config: Config) -> None:
+    # the architecture on the meta device costs no memory and no weight loading
+    with torch.device("meta"):
+        ref = MedsegUNet(dataclasses.replace(config.model, encoder_weights="none"))
+    want = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    if want != have:
+        diff = sorted(set(want.items()) ^ set(have.items()))[:4]
+        raise CheckpointError(
+            f"the model does not match config.model (first differences: {diff})",
+            path="model",
+            hint="save the model built by build_model(config.model)",
+        )
+
+
+def save_checkpoint(
+    directory: str | os.PathLike[str],
+    model: nn.Module,
+    config: Config,
+    *,
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` (DDP/compile wrappers unwrapped) and ``config`` as a checkpoint folder.
+
+    Returns the folder. Raises :class:`CheckpointError` if the model is not the one
+    ``config.model`` describes, if ``training`` is not JSON-serialisable, or if ``directory``
+    exists and is not a medseg checkpoint (it is never deleted then).
+    """
+    target = Path(directory)
+    net = unwrap_model(model)
+    config.validate()
+    _check_matches(net, config)
+    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not is_checkpoint_dir(target))):
+        raise CheckpointError(
+            "exists and is not a medseg checkpoint folder; refusing to replace it",
+            path=target,
+            hint="choose another folder or remove it yourself",
+        )
+    state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+    labels = {
+        str(v): {"name": name, "concept": concept_to_dict(name)} for v, name in sorted(config.labels.items())
+    }
+    training_json = _jsonable(training or {}, "training")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        from safetensors.torch import save_file
+
+        weights = tmp / WEIGHTS_FILE
+        save_file(
+            state,
+            str(weights),
+            metadata={"format": "pt", "medseg_checkpoint": str(CHECKPOINT_FORMAT_VERSION)},
+        )
+        info = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "medseg_version": medseg.__version__,
+            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "model": {
+                "class": f"{MedsegUNet.__module__}.{MedsegUNet.__qualname__}",
+                "builder": "medseg.models.build_model(config.model)",
+                "num_parameters": int(sum(p.numel() for p in net.parameters())),
+            },
+            "config": config_to_dict(config),
+            "preprocessing": {
+                **encoder_preprocessing(config.model).to_dict(),
+                "required_multiple": required_multiple(config.model),
+            },
+            "labels": labels,
+            "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(weights), "num_tensors": len(state)},
+            "training": training_json,
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(info, indent=2, allow_nan=False) + "\n")
+        _swap_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("saved checkpoint %s", target)
+    return target
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Rename the finished folder ``tmp`` onto ``target``; an old ``target`` is removed only afterwards."""
+    if not target.exists():
+        os.rename(tmp, target)
+        return
+    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_info(cfg_file: Path) -> dict[str, Any]:
+    if not cfg_file.is_file():
+        raise CheckpointError(
+            "missing", path=cfg_file, hint="point to a folder written by medseg (save_checkpoint)"
+        )
+    try:
+        info = json.loads(cfg_file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"not valid JSON ({e})", path=cfg_file) from e
+    if not isinstance(info, dict):
+        raise CheckpointError("must hold a JSON object", path=cfg_file)
+    if info.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"'format' is {info.get('format')!r}, expected {CHECKPOINT_FORMAT!r}", path=cfg_file
+        )
+    version = info.get("format_version")
+    if version != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"format_version {version!r} is not supported (this medseg {medseg.__version__} reads "
+            f"version {CHECKPOINT_FORMAT_VERSION})",
+            path=cfg_file,
+            hint="use the medseg version that wrote the checkpoint",
+        )
+    for key in ("config", "preprocessing", "weights"):
+        if not isinstance(info.get(key), dict):
+            raise CheckpointError(f"the '{key}' section is missing or not an object", path=cfg_file)
+    return info
+
+
+def load_checkpoint(directory: str | os.PathLike[str], device: str = "cpu") -> LoadedCheckpoint:
+    """Rebuild the network of a checkpoint folder (or its ``config.json``) with nothing else given.
+
+    The model is built with ``encoder_weights="none"`` (no ImageNet file needed), loaded strictly
+    from ``model.safetensors`` (never unpickled), moved to ``device`` ("cpu", "cuda", "auto", ...)
+    and put in eval mode. Raises :class:`CheckpointError` naming the file and the problem when the
+    folder or a file is missing, config.json is not valid JSON or of another format version, the
+    weights are corrupt or their sha256 differs from config.json, or tensors are missing, extra or
+    of another shape.
+    """
+    path = Path(directory)
+    if path.is_file() and path.name == CONFIG_FILE:
+        path = path.parent
+    if not path.is_dir():
+        raise CheckpointError(
+            "checkpoint folder not found", path=path, hint="pass the folder save_checkpoint wrote"
+        )
+    cfg_file = path / CONFIG_FILE
+    info = _read_info(cfg_file)
+    try:
+        config: Config = config_from_dict(info["config"]).validate()
+    except ConfigError as e:
+        raise CheckpointError(f"invalid 'config' section: {e}", path=cfg_file) from e
+    weights_file = path / str(info["weights"].get("file", WEIGHTS_FILE))
+    if not weights_file.is_file():
+        raise CheckpointError("missing", path=weights_file, hint="the checkpoint folder is incomplete")
+    expected = info["weights"].get("sha256")
+    if expected is not None and _sha256(weights_file) != expected:
+        raise CheckpointError(
+            "contents differ from the sha256 recorded in config.json (corrupt or replaced)", path=weights_file
+        )
+    try:
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights_file), device="cpu")
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(
+            f"cannot read safetensors file ({type(e).__name__}: {e})", path=weights_file
+        ) from e
+    try:
+        model = build_model(dataclasses.replace(config.model, encoder_weights="none"))
+    except MedsegError as e:
+        raise CheckpointError(f"cannot rebuild the model from config.model: {e}", path=cfg_file) from e
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {missing[:4]}")
+        if unexpected:
+            parts.append(f"unexpected tensors {unexpected[:4]}")
+        if mismatched:
+            parts.append(f"shape mismatches (file vs model) {mismatched[:4]}")
+        raise CheckpointError(
+            "does not match the model described by config.json: " + "; ".join(parts), path=weights_file
+        )
+    try:
+        pre = Preprocessing.from_dict(info["preprocessing"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"invalid 'preprocessing' section ({e!r})", path=cfg_file) from e
+    if not len(pre.mean) == len(pre.std) == config.model.in_channels:
+        raise CheckpointError(
+            f"'preprocessing' needs one mean and std per input channel ({config.model.in_channels})",
+            path=cfg_file,
+        )
+    model.load_state_dict(state, strict=True)
+    dev = resolve_device(device)
+    try:
+        model.to(dev)
+    except (RuntimeError, AssertionError) as e:
+        raise CheckpointError(f"cannot move the model to device '{dev}' ({e})", path=path) from e
+    model.eval()
+    logger.info("loaded checkpoint %s (%s, device %s)", path, config.model.encoder, dev)
+    return LoadedCheckpoint(model=model, config=config, info=info, path=path)
