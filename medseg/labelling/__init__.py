@@ -1,0 +1,27 @@
+"""Labelling automation: annotator agreement, mask QC, uncertainty ranking, active learning.
+
+Layer 5: uses :mod:`medseg.metrics`, :mod:`medseg.io` and :mod:`medseg.export` (DICOM-SEG input).
+"""
+
+from medseg.labelling.agreement import AgreementReport, AgreementRow, agreement, consensus
+from medseg.labelling.qc import DEFAULT_LUNG_LABELS, QCFlag, QCLimits, lung_role, qc, qc_files
+from medseg.labelling.reading import is_dicom_seg, read_label_map
+from medseg.labelling.uncertainty import case_uncertainty, rank_worklist, select_for_annotation
+
+__all__ = [
+    "AgreementReport",
+    "AgreementRow",
+    "agreement",
+    "consensus",
+    "QCFlag",
+    "QCLimits",
+    "DEFAULT_LUNG_LABELS",
+    "lung_role",
+    "qc",
+    "qc_files",
+    "read_label_map",
+    "is_dicom_seg",
+    "case_uncertainty",
+    "rank_worklist",
+    "select_for_annotation",
+]
