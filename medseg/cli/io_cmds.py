@@ -1,0 +1,48 @@
+"""``medseg info`` and ``medseg convert``: look at and convert image files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medseg.cli._app import app
+
+
+@app.command("info")
+def info_cli(
+    path: Annotated[Path, typer.Argument(help="Image file, DICOM file or DICOM folder.")],
+    series_uid: Annotated[
+        str | None, typer.Option("--series-uid", help="SeriesInstanceUID to describe.")
+    ] = None,
+) -> None:
+    """Show modality, shape, spacing, orientation, intensity range and (DICOM folders) the series."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from medseg.io import image_info
+
+    info = image_info(path, series_uid=series_uid)
+    console = Console(soft_wrap=True, highlight=False)  # soft_wrap: UIDs stay whole for copying
+    for key, value in info.rows():
+        console.print(f"[bold]{key:<16}[/bold] {escape(value)}")
+    if info.image is None:
+        console.print("several image series: pass --series-uid UID to describe one")
+
+
+@app.command("convert")
+def convert_cli(
+    src: Annotated[Path, typer.Argument(help="Input image: file, DICOM file or DICOM folder.")],
+    dst: Annotated[Path, typer.Argument(help="Output file: .nii.gz, .nii, .mha, .mhd, .nrrd or .png.")],
+    series_uid: Annotated[str | None, typer.Option("--series-uid", help="SeriesInstanceUID to read.")] = None,
+    label: Annotated[bool, typer.Option("--label", help="Read and write an integer label image.")] = False,
+) -> None:
+    """Convert an image between formats (geometry kept in LPS)."""
+    from rich.console import Console
+
+    from medseg.io import convert_image
+
+    image = convert_image(src, dst, series_uid=series_uid, kind="label" if label else "intensity")
+    spacing = ", ".join(f"{s:.4g}" for s in image.spacing)
+    Console().print(f"wrote {dst}: {image.kind} {image.shape}, spacing ({spacing}) mm, {image.orientation}")
