@@ -42,7 +42,7 @@ class Case:
 class CaseResult:
     case: str
     input: str
-    status: str  # "ok", "skipped" or "error"
+    status: str  # "ok", "empty" (nothing segmented: masks/overlay but no SEG), "skipped" or "error"
     message: str = ""
     seconds: float = 0.0
     outputs: list[str] = field(default_factory=list)
@@ -139,7 +139,11 @@ def _predict_case(
     written: list[str] = []
     message = ""
     inputs = tuple(image.source.files) + ((image.source.path,) if image.source.path else ())
-    if "seg" in targets:
+    empty = not pred.labels.array.any()
+    if empty:
+        message = "empty prediction: nothing segmented, no DICOM-SEG written"
+        log.warning("%s: %s", case.path, message)
+    if "seg" in targets and not empty:
         if image.source.is_dicom:
             write_dicom_seg(
                 pred.labels,
@@ -168,7 +172,7 @@ def _predict_case(
     return CaseResult(
         case=case.name,
         input=str(case.path),
-        status="ok",
+        status="empty" if empty else "ok",
         message=message,
         seconds=time.perf_counter() - t0,
         outputs=written,
