@@ -48,6 +48,12 @@ class CaseResult:
     outputs: list[str] = field(default_factory=list)
     summary: dict[str, dict[str, float]] = field(default_factory=dict)
     uncertainty: dict[str, float] = field(default_factory=dict)
+    #: whatever the ``on_prediction`` hook returned (e.g. QC flags for the prelabel worklist)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: ``on_prediction(case, image, prediction) -> dict``: extra per-case results (QC, features, ...)
+PredictionHook = Callable[[Case, Any, Any], dict[str, Any]]
 
 
 @dataclass
@@ -121,7 +127,13 @@ def _outputs_for(case_dir: Path, formats: Sequence[str]) -> dict[str, Path]:
 
 
 def _predict_case(
-    case: Case, predictors: dict[str, Any], out_dir: Path, formats: Sequence[str], checkpoint: Any
+    case: Case,
+    predictors: dict[str, Any],
+    out_dir: Path,
+    formats: Sequence[str],
+    checkpoint: Any,
+    tta_flip: bool | None = None,
+    on_prediction: PredictionHook | None = None,
 ) -> CaseResult:
     from medseg.export import overlay_png, write_dicom_seg
     from medseg.infer import Predictor, task_for_image
@@ -132,7 +144,7 @@ def _predict_case(
     task = task_for_image(image)
     key = "given" if checkpoint is not None else task
     if key not in predictors:
-        predictors[key] = Predictor.from_checkpoint(checkpoint, task=task)
+        predictors[key] = Predictor.from_checkpoint(checkpoint, task=task, tta_flip=tta_flip)
     pred = predictors[key].predict(image)
     case_dir = out_dir / case.name
     targets = _outputs_for(case_dir, formats)
@@ -169,9 +181,11 @@ def _predict_case(
     if "png" in targets:
         overlay_png(image, pred.labels, targets["png"], label_names=pred.label_names)
         written.append(str(targets["png"]))
+    extra = on_prediction(case, image, pred) if on_prediction is not None else {}
     return CaseResult(
         case=case.name,
         input=str(case.path),
+        extra=extra,
         status="empty" if empty else "ok",
         message=message,
         seconds=time.perf_counter() - t0,
@@ -186,7 +200,7 @@ def _write_summary(path: Path, results: Sequence[CaseResult]) -> None:
     header = ["case", "input", "status", "message", "seconds"]
     for s in structures:
         header += [f"{s} volume_ml", f"{s} area_cm2", f"{s} components"]
-    header += ["mean_entropy", "outputs"]
+    header += ["uncertainty", "outputs"]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(header)
@@ -199,7 +213,7 @@ def _write_summary(path: Path, results: Sequence[CaseResult]) -> None:
                 f"{v['area_cm2']:.2f}" if "area_cm2" in v else "",
                 int(v["components"]) if "components" in v else "",
             ]
-        ent = r.uncertainty.get("mean_entropy")
+        ent = r.uncertainty.get("uncertainty")
         row += ["" if ent is None else f"{ent:.4f}", ";".join(r.outputs)]
         w.writerow(row)
     atomic_write_text(path, buf.getvalue())
@@ -215,6 +229,8 @@ def predict(
     skip_existing: bool = False,
     on_case: Callable[[CaseResult], None] | None = None,
     cases: Sequence[Case] | None = None,
+    tta_flip: bool | None = None,
+    on_prediction: PredictionHook | None = None,
 ) -> BatchResult:
     """Predict every case found in ``inputs`` and write the requested formats under ``out_dir``.
 
@@ -228,6 +244,10 @@ def predict(
             ``summary-<i>-of-<n>.csv``.
         skip_existing: skip cases whose outputs all exist.
         on_case: called after each case (progress bars).
+        cases: already discovered cases (skips discovery of ``inputs``).
+        tta_flip: left-right flip test-time augmentation (default: the checkpoint's setting).
+        on_prediction: hook called with ``(case, image, prediction)``; its dict lands in
+            ``CaseResult.extra``.
     """
     bad = [f for f in formats if f not in FORMATS]
     if bad:
@@ -244,11 +264,11 @@ def predict(
     results: list[CaseResult] = []
     for case in all_cases:
         targets = _outputs_for(out / case.name, formats)
-        if skip_existing and all(p.exists() for p in targets.values()):
+        if skip_existing and targets and all(p.exists() for p in targets.values()):
             res = CaseResult(case.name, str(case.path), "skipped", "outputs exist")
         else:
             try:
-                res = _predict_case(case, predictors, out, formats, checkpoint)
+                res = _predict_case(case, predictors, out, formats, checkpoint, tta_flip, on_prediction)
             except MedsegError as e:
                 log.error("%s: %s", case.path, e)
                 res = CaseResult(case.name, str(case.path), "error", str(e))

@@ -18,9 +18,9 @@ SAMPLES = REPO / "sample_data"
 
 @pytest.fixture(scope="module")
 def cxr_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from medseg.models import build_model, save_checkpoint
-
     import torch
+
+    from medseg.models import build_model, save_checkpoint
 
     cfg = load_config(None, ["model.encoder_weights=none", "data.image_size=[64, 64]"])
     model = build_model(cfg.model).eval()

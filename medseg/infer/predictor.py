@@ -24,6 +24,7 @@ from medseg.config import Config
 from medseg.errors import CheckpointError, InputError
 from medseg.image import Image
 from medseg.infer.postprocess import postprocess_labels, summarise_labels
+from medseg.metrics import case_uncertainty
 from medseg.utils import resolve_device
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,9 @@ class Prediction:
         label_names: label value -> structure name.
         summary: per structure: ``voxels``, ``components`` and ``volume_ml`` (3-D) or ``area_cm2``
             (2-D with known spacing; ``area_px`` otherwise).
-        uncertainty: ``mean_entropy`` (nats, mean over voxels predicted foreground) and, with flip
-            TTA, ``flip_disagreement`` (1 - Dice between the plain and the flipped prediction).
+        uncertainty: :func:`medseg.metrics.case_uncertainty` of the output: normalised mean
+            entropy (``entropy``, ``entropy_fg``) and, with flip TTA, ``tta_disagreement`` (1 - Dice
+            of the plain and the flipped prediction); ``uncertainty`` is the ranking score in [0, 1].
         seconds: wall time of the prediction.
     """
 
@@ -87,13 +89,6 @@ def _swap_left_right(probs: torch.Tensor, label_names: dict[int, str]) -> torch.
             if other is not None:
                 perm[v], perm[other] = other, v
     return probs[:, perm]
-
-
-def _entropy(probs: np.ndarray, fg: np.ndarray) -> float:
-    p = np.clip(probs, 1e-7, 1.0)
-    ent = -(p * np.log(p)).sum(axis=0)
-    region = fg if fg.any() else np.ones_like(fg)
-    return float(ent[region].mean())
 
 
 class Predictor:
@@ -202,16 +197,15 @@ class Predictor:
         self._check_input(image)
         prepared = prepare_inputs(image, self.config)
         probs_t = self._infer(torch.as_tensor(prepared.tensor, dtype=torch.float32))
-        uncertainty: dict[str, float] = {}
         if self.tta_flip:
             plain = np.asarray(restore_outputs(probs_t[0], prepared), dtype=np.float32)
             flipped = np.asarray(restore_outputs(probs_t[1], prepared), dtype=np.float32)
+            uncertainty = case_uncertainty(plain, flipped)
             probs = 0.5 * (plain + flipped)
-            a, b = plain.argmax(0) > 0, flipped.argmax(0) > 0
-            denom = a.sum() + b.sum()
-            uncertainty["flip_disagreement"] = float(1.0 - (2.0 * (a & b).sum() / denom if denom else 1.0))
+            del plain, flipped
         else:
             probs = np.asarray(restore_outputs(probs_t, prepared), dtype=np.float32)
+            uncertainty = case_uncertainty(probs)
         raw = probs.argmax(axis=0).astype(np.uint8)
         labels_arr = postprocess_labels(
             raw,
@@ -221,7 +215,6 @@ class Predictor:
             fill_holes=self.config.infer.fill_holes,
         )
         labels = Image(labels_arr.astype(np.uint8), image.affine, "label", image.modality, image.source)
-        uncertainty["mean_entropy"] = _entropy(probs, labels_arr > 0)
         seconds = time.perf_counter() - t0
         log.info("predicted %s in %.2f s", image.source.path or "image", seconds)
         return Prediction(

@@ -7,6 +7,7 @@ from medseg.labelling.agreement import AgreementReport, AgreementRow, agreement,
 from medseg.labelling.qc import DEFAULT_LUNG_LABELS, QCFlag, QCLimits, lung_role, qc, qc_files
 from medseg.labelling.reading import is_dicom_seg, read_label_map
 from medseg.labelling.uncertainty import case_uncertainty, rank_worklist, select_for_annotation
+from medseg.labelling.workflow import PrelabelResult, Selection, case_features, prelabel, select_cases
 
 __all__ = [
     "AgreementReport",
@@ -24,4 +25,9 @@ __all__ = [
     "case_uncertainty",
     "rank_worklist",
     "select_for_annotation",
+    "prelabel",
+    "PrelabelResult",
+    "select_cases",
+    "Selection",
+    "case_features",
 ]

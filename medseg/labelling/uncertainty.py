@@ -13,40 +13,9 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import InputError
-from medseg.metrics import flip_disagreement, mean_entropy
+from medseg.metrics import case_uncertainty  # re-exported: the Predictor (a lower layer) uses it too
 
 __all__ = ["case_uncertainty", "rank_worklist", "select_for_annotation"]
-
-
-def case_uncertainty(probs: np.ndarray, probs_tta: np.ndarray | None = None) -> dict[str, float]:
-    """Uncertainty summary of one case from its softmax output.
-
-    Args:
-        probs: ``(K, ...)`` class probabilities (class axis first, spatial axes ``(y, x)`` or
-            ``(z, y, x)``).
-        probs_tta: optional second prediction of the same case on the same grid, e.g. the
-            prediction of the flipped input flipped back (flip test-time augmentation).
-
-    Returns:
-        ``entropy``: mean normalised entropy over all voxels (in [0, 1]);
-        ``entropy_fg``: the same over the predicted foreground (argmax != 0; 0.0 if none);
-        with ``probs_tta`` also ``tta_disagreement`` = 1 - mean Dice between the two argmax maps
-        (foreground classes) and ``tta_prob_diff`` = mean total-variation distance
-        ``0.5 * sum_k |p - p_tta|``;
-        ``uncertainty``: the ranking score, ``entropy_fg`` without TTA, else
-        ``(entropy_fg + tta_disagreement) / 2``. All values are in [0, 1].
-    """
-    out = {
-        "entropy": mean_entropy(probs, region="all"),
-        "entropy_fg": mean_entropy(probs, region="foreground"),
-    }
-    if probs_tta is None:
-        out["uncertainty"] = out["entropy_fg"]
-        return out
-    out["tta_disagreement"] = flip_disagreement(probs, probs_tta, mode="dice")
-    out["tta_prob_diff"] = flip_disagreement(probs, probs_tta, mode="abs")
-    out["uncertainty"] = 0.5 * (out["entropy_fg"] + out["tta_disagreement"])
-    return out
 
 
 def _flag_count(value: Any) -> int:

@@ -78,7 +78,7 @@ def test_flip_tta_swaps_left_and_right_channels() -> None:
     # a mirrored chest turns the right lung into the left one: with the swap, TTA agrees with the plain run
     assert (tta.labels.array == plain.labels.array).mean() > 0.97
     assert tta.probabilities[1][:, :40].mean() > 0.9
-    assert "flip_disagreement" in tta.uncertainty and tta.uncertainty["flip_disagreement"] < 0.05
+    assert "tta_disagreement" in tta.uncertainty and tta.uncertainty["tta_disagreement"] < 0.05
 
 
 def test_wrong_dimensionality_and_nans_are_clear_errors() -> None:
