@@ -16,8 +16,11 @@ Every image is in DICOM patient space (LPS, mm) with SimpleITK array order; see
 from medseg.io.core import ImageInfo, convert_image, detect_format, image_info, read_image, write_image
 from medseg.io.dicom import SeriesInfo, list_series
 from medseg.io.nifti import ras_lps_flip
+from medseg.io.rtstruct import list_rois, read_rtstruct
 
 __all__ = [
+    "read_rtstruct",
+    "list_rois",
     "read_image",
     "write_image",
     "convert_image",
