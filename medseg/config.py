@@ -68,6 +68,13 @@ class AugmentConfig:
     intensity_prob: float = 0.3
     elastic_prob: float = 0.0
     flip_lr: bool = False  # left/right flips swap the anatomy of left/right lungs: off by default
+    # (medseg.data) when flip_lr is on, "left X"/"right X" label values are swapped with the flip
+    #: (medseg.data) RandScaleIntensity factor range +-intensity_scale on the [0, 1] image
+    intensity_scale: float = 0.1
+    #: (medseg.data) RandAdjustContrast gamma range
+    gamma: list[float] = field(default_factory=lambda: [0.8, 1.25])
+    #: (medseg.data) RandGaussianNoise standard deviation on the [0, 1] image
+    noise_std: float = 0.02
 
 
 @dataclass
@@ -97,6 +104,10 @@ class DataConfig:
     cache_dir: str = ""
     num_workers: int = 0
     batch_size: int = 4
+    #: (medseg.data) radiographs: intensity percentiles (low, high) mapped to 0 and 1 per image
+    intensity_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
+    #: (medseg.data) CT: training slices drawn per volume per epoch (0 = as many as it has slices)
+    slices_per_volume: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -132,6 +143,8 @@ class TrainConfig:
     progress: bool = True
     #: the validation metric that picks the best checkpoint ("dice" = mean foreground Dice)
     monitor: str = "dice"
+    #: (medseg.train) also save the last checkpoint + resumable state every N steps (0 = epoch ends only)
+    save_every_steps: int = 0
 
 
 @dataclass

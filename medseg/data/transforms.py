@@ -1,0 +1,145 @@
+"""Training-time random transforms (MONAI dictionary transforms) per task.
+
+Samples are dictionaries ``{"image": (C, H, W) float32 in [0, 1], "label": (1, H, W)}`` (C = 1 for
+radiographs, k adjacent slices for CT) produced by :mod:`medseg.data.preprocess`; augmentation
+works on the [0, 1] image and the encoder normalisation is applied afterwards by the dataset, so
+the network sees exactly what :func:`~medseg.data.preprocess.prepare_inputs` gives at inference.
+
+Pipeline: (CT only) ``SpatialPadd`` + ``RandSpatialCropd`` to ``data.image_size``;
+``RandAffined`` (rotation, scale, translation; labels nearest); ``Rand2DElasticd`` when
+``augment.elastic_prob > 0``; optional left-right flip that also swaps "left X"/"right X" labels;
+``RandScaleIntensityd``, ``RandAdjustContrastd``, ``RandGaussianNoised``; clip to [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    MapTransform,
+    RandAdjustContrastd,
+    RandAffined,
+    RandGaussianNoised,
+    RandomizableTransform,
+    RandScaleIntensityd,
+    RandSpatialCropd,
+    SpatialPadd,
+)
+
+from medseg.config import Config
+
+__all__ = ["train_transforms", "RandFlipSwapLeftRightd", "left_right_pairs", "seed_for"]
+
+
+def left_right_pairs(labels: Mapping[int, str]) -> list[tuple[int, int]]:
+    """Pairs of label values named ``"left X"`` and ``"right X"`` (e.g. left/right lung)."""
+    names = {str(n).strip().lower(): int(v) for v, n in labels.items()}
+    pairs = []
+    for name, value in names.items():
+        if name.startswith("left "):
+            other = names.get("right " + name[5:])
+            if other is not None:
+                pairs.append((value, other))
+    return pairs
+
+
+class RandFlipSwapLeftRightd(RandomizableTransform, MapTransform):
+    """Flip image and label along x and swap left/right label values.
+
+    Hand-written because MONAI's ``RandFlipd`` mirrors pixels only: a mirrored left lung looks like
+    a right lung, so its label must change too.
+    """
+
+    def __init__(self, keys: tuple[str, str], pairs: list[tuple[int, int]], prob: float = 0.5) -> None:
+        MapTransform.__init__(self, keys)
+        RandomizableTransform.__init__(self, prob)
+        self.image_key, self.label_key = keys
+        self.pairs = pairs
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        d[self.image_key] = torch.flip(torch.as_tensor(d[self.image_key]), dims=[-1])
+        label = torch.flip(torch.as_tensor(d[self.label_key]), dims=[-1])
+        swapped = label.clone()
+        for a, b in self.pairs:
+            swapped[label == a] = b
+            swapped[label == b] = a
+        d[self.label_key] = swapped
+        return d
+
+
+class _Clip01d(MapTransform):
+    """Clip the image back to [0, 1] after intensity augmentation (the encoder's input range)."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = torch.as_tensor(d[key]).clamp(0.0, 1.0)
+        return d
+
+
+def train_transforms(cfg: Config) -> Compose:
+    """The random training pipeline of ``cfg`` (see the module docstring); deterministic when disabled.
+
+    Seed it per sample with ``Compose.set_random_state(seed)`` for reproducible augmentation.
+    """
+    aug = cfg.data.augment
+    size = [int(s) for s in cfg.data.image_size]
+    keys = ["image", "label"]
+    ts: list[Any] = []
+    if cfg.data.task == "ct":
+        ts += [
+            SpatialPadd(keys=keys, spatial_size=size, mode="constant", value=0),
+            RandSpatialCropd(keys=keys, roi_size=size, random_size=False),
+        ]
+    if aug.enabled:
+        if aug.affine_prob > 0:
+            ts.append(
+                RandAffined(
+                    keys=keys,
+                    prob=aug.affine_prob,
+                    rotate_range=math.radians(aug.rotate_deg),
+                    scale_range=(aug.scale, aug.scale),
+                    translate_range=(aug.translate_frac * size[0], aug.translate_frac * size[1]),
+                    mode=("bilinear", "nearest"),
+                    padding_mode="zeros",
+                )
+            )
+        if aug.elastic_prob > 0:
+            from monai.transforms import Rand2DElasticd
+
+            ts.append(
+                Rand2DElasticd(
+                    keys=keys,
+                    prob=aug.elastic_prob,
+                    spacing=(max(8, size[0] // 8), max(8, size[1] // 8)),
+                    magnitude_range=(1.0, 2.0),
+                    mode=("bilinear", "nearest"),
+                    padding_mode="zeros",
+                )
+            )
+        if aug.flip_lr:
+            ts.append(RandFlipSwapLeftRightd(("image", "label"), left_right_pairs(cfg.labels), prob=0.5))
+        if aug.intensity_prob > 0:
+            p = aug.intensity_prob
+            ts += [
+                RandScaleIntensityd(keys="image", factors=aug.intensity_scale, prob=p),
+                RandAdjustContrastd(keys="image", gamma=(float(aug.gamma[0]), float(aug.gamma[-1])), prob=p),
+                RandGaussianNoised(keys="image", std=aug.noise_std, prob=p),
+                _Clip01d(keys="image"),
+            ]
+    return Compose(ts)
+
+
+def seed_for(seed: int, epoch: int, index: int) -> int:
+    """A 32-bit seed that depends only on (run seed, epoch, sample index): augmentation is the same
+    whatever the number of workers/ranks and after a resume."""
+    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index]).generate_state(1)[0])
