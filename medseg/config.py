@@ -145,6 +145,9 @@ class TrainConfig:
     monitor: str = "dice"
     #: (medseg.train) also save the last checkpoint + resumable state every N steps (0 = epoch ends only)
     save_every_steps: int = 0
+    #: start from the weights of this checkpoint folder (fine-tune a trained model on a grown data
+    #: set, e.g. in the active-learning loop); "" = from the encoder weights in model.*
+    init_checkpoint: str = ""
 
 
 @dataclass

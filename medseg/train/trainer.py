@@ -147,6 +147,22 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _load_init_weights(model: torch.nn.Module, folder: Path) -> None:
+    """Copy the weights of a trained checkpoint into ``model`` (strict: same architecture)."""
+    from medseg.models import load_checkpoint
+
+    loaded = load_checkpoint(folder, device="cpu")
+    try:
+        model.load_state_dict(loaded.model.state_dict(), strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"the checkpoint's network does not match model.* of this config ({str(e).splitlines()[0]})",
+            path=folder,
+            hint="use the same model.encoder / in_channels / num_classes as the checkpoint",
+        ) from e
+    log.info("initialised from checkpoint %s", folder)
+
+
 def train(config: Config, *, resume: str | PathLike[str] | None = None, callbacks: Sequence[Callback] = ()) -> RunResult:
     """Fine-tune the model of ``config`` on its data; see the module docstring for the run folder.
 
@@ -235,7 +251,10 @@ class _Run:
         bs = cfg.data.batch_size
         self.drop_last = self.sampler.num_samples >= bs
         self.steps_per_epoch = self.sampler.num_samples // bs if self.drop_last else 1
-        raw = build_model(cfg.model).to(ctx.device)
+        raw = build_model(cfg.model)
+        if t.init_checkpoint and self.state_path is None:
+            _load_init_weights(raw, Path(t.init_checkpoint))
+        raw = raw.to(ctx.device)
         if t.channels_last:
             raw.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.raw = raw
