@@ -166,7 +166,7 @@ def _predict_case(
             )
             written.append(str(targets["seg"]))
         else:
-            message = "no DICOM source to refer to: wrote NIfTI instead of DICOM-SEG"
+            message = "no DICOM source to refer to: wrote a mask file instead of DICOM-SEG"
             log.warning("%s: %s", case.path, message)
             if "nifti" not in targets:
                 targets["nifti"] = case_dir / "labels.nii.gz"
@@ -199,7 +199,7 @@ def _write_summary(path: Path, results: Sequence[CaseResult]) -> None:
     structures = sorted({s for r in results for s in r.summary})
     header = ["case", "input", "status", "message", "seconds"]
     for s in structures:
-        header += [f"{s} volume_ml", f"{s} area_cm2", f"{s} components"]
+        header += [f"{s} volume_ml", f"{s} area_cm2", f"{s} area_px", f"{s} components"]
     header += ["uncertainty", "outputs"]
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -211,6 +211,7 @@ def _write_summary(path: Path, results: Sequence[CaseResult]) -> None:
             row += [
                 f"{v['volume_ml']:.2f}" if "volume_ml" in v else "",
                 f"{v['area_cm2']:.2f}" if "area_cm2" in v else "",
+                int(v["area_px"]) if "area_px" in v else "",
                 int(v["components"]) if "components" in v else "",
             ]
         ent = r.uncertainty.get("uncertainty")

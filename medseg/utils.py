@@ -15,7 +15,7 @@ from pathlib import Path
 
 from medseg.errors import ExportError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "resolve_device", "get_logger"]
+__all__ = ["atomic_path", "default_permissions", "atomic_write_bytes", "atomic_write_text", "resolve_device", "get_logger"]
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -42,11 +42,30 @@ def atomic_path(path: str | os.PathLike[str], *, protect: tuple[Path, ...] = ())
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp makes 0600 files: give the output the usual umask permissions
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def default_permissions(path: Path) -> None:
+    """Give a file (0o666) or folder tree (0o777) the permissions the umask allows (not mkstemp's 0600/0700)."""
+    mask = _umask()
+    if path.is_dir():
+        os.chmod(path, 0o777 & ~mask)
+        for p in path.rglob("*"):
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+    else:
+        os.chmod(path, 0o666 & ~mask)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

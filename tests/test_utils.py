@@ -32,3 +32,14 @@ def test_atomic_path_refuses_to_overwrite_inputs(tmp_path: Path) -> None:
 def test_error_message_names_path_and_fix() -> None:
     e = MedsegError("slice missing", path="/data/ct", hint="re-export the series")
     assert str(e) == "/data/ct: slice missing. Fix: re-export the series."
+
+
+def test_outputs_get_umask_permissions_not_mkstemp_0600(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "out.csv", "x")
+        assert (tmp_path / "out.csv").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)

@@ -42,7 +42,7 @@ from medseg.errors import CheckpointError, ConfigError, MedsegError
 from medseg.models.encoders import Preprocessing, encoder_preprocessing
 from medseg.models.finetune import unwrap_model
 from medseg.models.unet import MedsegUNet, build_model, required_multiple
-from medseg.utils import resolve_device
+from medseg.utils import default_permissions, resolve_device
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -194,6 +194,7 @@ def save_checkpoint(
             "training": training_json,
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(info, indent=2, allow_nan=False) + "\n")
+        default_permissions(tmp)  # mkdtemp makes a 0700 folder; checkpoints are shared on clusters
         _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,46 @@
+"""Copy a trained checkpoint into the package (``medseg/weights/<name>``) with half-precision weights.
+
+    python scripts/ship_model.py runs/cxr_lung/checkpoints/best cxr_lung
+
+Floating-point tensors are stored as float16 (half the size; the Predictor loads them into a float32
+model, see the check printed at the end), everything else unchanged. ``MODEL_CARD.md`` is not
+written here: edit it by hand from the numbers of ``scripts/eval_shipped.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from medseg.models import load_checkpoint, save_checkpoint
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("name")
+    args = ap.parse_args()
+    dest = Path(__file__).resolve().parents[1] / "medseg" / "weights" / args.name
+    loaded = load_checkpoint(args.checkpoint)
+    card = dest / "MODEL_CARD.md"
+    card_text = card.read_text() if card.is_file() else None
+    model = loaded.model
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            t.data = t.data.half()
+    save_checkpoint(dest, model, loaded.config, training=loaded.info.get("training"))
+    if card_text is not None:
+        card.write_text(card_text)
+    shipped = load_checkpoint(dest)
+    x = torch.randn(1, loaded.config.model.in_channels, 256, 256)
+    with torch.no_grad():
+        ref = load_checkpoint(args.checkpoint).model(x).softmax(1)
+        out = shipped.model(x).softmax(1)
+    size = sum(p.stat().st_size for p in dest.iterdir()) / 1e6
+    print(f"shipped {dest} ({size:.1f} MB); max |prob fp32 - prob fp16 weights| = {float((ref - out).abs().max()):.2e}")
+
+
+if __name__ == "__main__":
+    main()
