@@ -134,6 +134,7 @@ def _predict_case(
     checkpoint: Any,
     tta_flip: bool | None = None,
     on_prediction: PredictionHook | None = None,
+    dicom_source: Any = None,
 ) -> CaseResult:
     from medseg.export import overlay_png, write_dicom_seg
     from medseg.infer import Predictor, task_for_image
@@ -156,10 +157,11 @@ def _predict_case(
         message = "empty prediction: nothing segmented, no DICOM-SEG written"
         log.warning("%s: %s", case.path, message)
     if "seg" in targets and not empty:
-        if image.source.is_dicom:
+        seg_source = image if image.source.is_dicom else dicom_source
+        if seg_source is not None:
             write_dicom_seg(
                 pred.labels,
-                image,
+                seg_source,
                 targets["seg"],
                 label_names=pred.label_names,
                 model_name=predictors[key].name,
@@ -232,6 +234,7 @@ def predict(
     cases: Sequence[Case] | None = None,
     tta_flip: bool | None = None,
     on_prediction: PredictionHook | None = None,
+    dicom_source: str | PathLike[str] | None = None,
 ) -> BatchResult:
     """Predict every case found in ``inputs`` and write the requested formats under ``out_dir``.
 
@@ -249,6 +252,8 @@ def predict(
         tta_flip: left-right flip test-time augmentation (default: the checkpoint's setting).
         on_prediction: hook called with ``(case, image, prediction)``; its dict lands in
             ``CaseResult.extra``.
+        dicom_source: the DICOM series that non-DICOM inputs (e.g. a NIfTI converted from it) came
+            from; their DICOM-SEG then refers to it (the labels must lie on its grid).
     """
     bad = [f for f in formats if f not in FORMATS]
     if bad:
@@ -263,13 +268,21 @@ def predict(
     out.mkdir(parents=True, exist_ok=True)
     predictors: dict[str, Any] = {}
     results: list[CaseResult] = []
+    source_image = None
+    if dicom_source is not None:
+        from medseg.io import read_image
+
+        source_image = read_image(dicom_source)
+        if not source_image.source.is_dicom:
+            raise ConfigError("--dicom-source must be a DICOM series or file", path=dicom_source)
     for case in all_cases:
         targets = _outputs_for(out / case.name, formats)
         if skip_existing and targets and all(p.exists() for p in targets.values()):
             res = CaseResult(case.name, str(case.path), "skipped", "outputs exist")
         else:
             try:
-                res = _predict_case(case, predictors, out, formats, checkpoint, tta_flip, on_prediction)
+                res = _predict_case(case, predictors, out, formats, checkpoint, tta_flip, on_prediction,
+                                    source_image)
             except MedsegError as e:
                 log.error("%s: %s", case.path, e)
                 res = CaseResult(case.name, str(case.path), "error", str(e))

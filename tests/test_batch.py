@@ -92,3 +92,24 @@ def test_cli_predict_exit_codes(studies: Path, tmp_path: Path, cxr_checkpoint: P
     assert (tmp_path / "o2" / "cxr" / "seg.dcm").is_file()
     assert main(["predict", str(studies), "--out", str(tmp_path / "o3"), "--format", "jpeg"]) == 2
     assert main(["predict", str(studies), "--out", str(tmp_path / "o3"), "--shard", "3/2"]) == 2
+
+
+def test_nifti_input_gets_a_seg_when_pointed_at_its_dicom_series(tmp_path: Path, cxr_checkpoint: Path) -> None:
+    import highdicom as hd
+    import numpy as np
+
+    from medseg.io import read_image, write_image
+
+    dicom = SAMPLES / "cxr" / "siim_cr_chest_pa.dcm"
+    nii = write_image(read_image(dicom), tmp_path / "cxr.nii.gz")
+    out = tmp_path / "out"
+    plain = predict([nii], out, checkpoint=cxr_checkpoint, formats=["seg"])
+    assert "no DICOM" in plain.results[0].message and not (out / "cxr" / "seg.dcm").exists()
+    linked = predict([nii], tmp_path / "out2", checkpoint=cxr_checkpoint, formats=["seg"], dicom_source=dicom)
+    assert linked.results[0].status == "ok", linked.results[0].message
+    seg = hd.seg.segread(tmp_path / "out2" / "cxr" / "seg.dcm")
+    src = read_image(dicom).source.datasets[0]
+    assert seg.StudyInstanceUID == src.StudyInstanceUID
+    ref = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+    assert ref == src.SOPInstanceUID
+    assert np.asarray(seg.pixel_array).any()

@@ -21,7 +21,7 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _run_predict(inputs: list[Path], out: Path, checkpoint: Path | None, formats: str, shard: str | None,
-                 skip_existing: bool) -> int:
+                 skip_existing: bool, dicom_source: Path | None = None) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
@@ -33,7 +33,7 @@ def _run_predict(inputs: list[Path], out: Path, checkpoint: Path | None, formats
         task = bar.add_task("predicting", total=len(cases) if shard is None else None)
         result = predict(inputs, out, checkpoint=checkpoint, formats=[f.strip() for f in formats.split(",") if f],
                          shard=_parse_shard(shard), skip_existing=skip_existing, cases=cases,
-                         on_case=lambda r: bar.advance(task))
+                         on_case=lambda r: bar.advance(task), dicom_source=dicom_source)
     for r in result.results:
         colour = {"ok": "green", "skipped": "yellow"}.get(r.status, "red")
         console.print(f"[{colour}]{r.status:7}[/] {r.case} {r.message}")
@@ -50,9 +50,10 @@ def predict_cli(
     formats: str = typer.Option("seg,nifti,png", "--format", "-f", help="Comma-separated: seg, nifti, png."),
     shard: str | None = typer.Option(None, "--shard", help="i/n: process every n-th case from i (SLURM arrays)."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip cases whose outputs exist."),
+    dicom_source: Path | None = typer.Option(None, "--dicom-source", help="DICOM series a NIfTI input came from (for its SEG)."),
 ) -> None:
     """Segment lungs in every study found in INPUTS and write DICOM-SEG, masks and overlays."""
-    raise typer.Exit(_run_predict(inputs, out, checkpoint, formats, shard, skip_existing))
+    raise typer.Exit(_run_predict(inputs, out, checkpoint, formats, shard, skip_existing, dicom_source))
 
 
 @app.command("demo")

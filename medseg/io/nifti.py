@@ -77,7 +77,8 @@ def _ras_affine(img, path: Path) -> np.ndarray:  # img: nibabel.Nifti1Image | Ni
 def read_nifti(path: str | PathLike[str], *, kind: ImageKind = "intensity", modality: str = "OT") -> Image:
     """Read a 3-D NIfTI image into LPS.
 
-    A singleton 4th (and higher) dimension is dropped; a 2-D file becomes one slice. The data are
+    A singleton 4th (and higher) dimension is dropped; a 2-D file (``dim[0] == 2``, e.g. a radiograph
+    written by :func:`write_nifti`) gives a 2-D image with a 3x3 in-plane affine. The data are
     scaled with ``scl_slope``/``scl_inter`` when set (nibabel), else kept in their stored dtype.
 
     Returns:
@@ -106,7 +107,8 @@ def read_nifti(path: str | PathLike[str], *, kind: ImageKind = "intensity", moda
     data = native_byte_order(np.asarray(data))
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
-    if data.ndim == 2:
+    two_d = data.ndim == 2
+    if two_d:
         data = data[:, :, None]
     if data.ndim != 3:
         raise InputError(
@@ -125,6 +127,11 @@ def read_nifti(path: str | PathLike[str], *, kind: ImageKind = "intensity", moda
     if kind == "label":
         array = as_label_array(array, p)
     affine = ras_lps_flip(_ras_affine(img, p))
+    if two_d:  # keep a radiograph 2-D: the in-plane part of the affine, no fake third spacing
+        plane = np.eye(3)
+        plane[:2, :2] = affine[:2, :2]
+        plane[:2, 2] = affine[:2, 3]
+        return Image(array[0], plane, kind, modality, ImageSource(path=p, format="nifti"))
     return Image(array, affine, kind, modality, ImageSource(path=p, format="nifti"))
 
 
@@ -148,8 +155,8 @@ def _nifti_dtype(image: Image) -> np.dtype:
 def write_nifti(image: Image, path: Path) -> None:
     """Write ``image`` to ``path`` (``.nii``/``.nii.gz``; not atomic, the caller handles that).
 
-    A 2-D image is written as one slice ``(x, y, 1)`` with its in-plane affine embedded (z step
-    1 mm). qform and sform are both set (code 1, scanner) to the same RAS affine.
+    A 2-D image is written as a 2-D NIfTI (``dim[0] == 2``) with its in-plane affine embedded (z step
+    1 mm), so it reads back 2-D. qform and sform are both set (code 1, scanner) to the same RAS affine.
     """
     import nibabel as nib
 
@@ -164,7 +171,8 @@ def write_nifti(image: Image, path: Path) -> None:
     dtype = _nifti_dtype(image)
     data = data if data.dtype == dtype else data.astype(dtype)
     try:
-        out = nib.Nifti1Image(data.transpose(2, 1, 0), ras_lps_flip(affine), dtype=dtype)
+        arr = data.transpose(2, 1, 0)
+        out = nib.Nifti1Image(arr[:, :, 0] if image.ndim == 2 else arr, ras_lps_flip(affine), dtype=dtype)
         out.set_qform(out.affine, code=1)
         out.set_sform(out.affine, code=1)
         out.header.set_xyzt_units("mm")

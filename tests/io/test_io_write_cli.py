@@ -131,9 +131,12 @@ def test_cli_convert_series_and_label(lidc_dir: Path, shared_data: Path, tmp_pat
     )
 
 
-def test_radiograph_to_nifti_becomes_one_slice(shared_data: Path, tmp_path: Path) -> None:
+def test_radiograph_to_nifti_stays_2d(shared_data: Path, tmp_path: Path) -> None:
+    import nibabel as nib
+
     cr = read_image(shared_data / "cxr_dicom" / "siim_cr_chest_pa.dcm")
     back = read_image(write_image(cr, tmp_path / "cr.nii.gz"))
-    assert back.shape == (1, *cr.shape)
-    np.testing.assert_allclose(back.spacing[:2], cr.spacing)
-    np.testing.assert_array_equal(back.array[0], cr.array)
+    assert nib.load(str(tmp_path / "cr.nii.gz")).header["dim"][0] == 2
+    assert back.shape == cr.shape and back.ndim == 2
+    np.testing.assert_allclose(back.affine, cr.affine, atol=1e-6)
+    np.testing.assert_array_equal(back.array, cr.array)
