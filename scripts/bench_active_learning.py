@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--diversity", type=float, default=0.3)
     ap.add_argument("--out", type=Path, default=Path("/tmp/medseg_al"))
-    ap.add_argument("--plot", type=Path, default=here / "docs" / "al_curve.png")
+    ap.add_argument("--plot", type=Path, default=here / "docs" / "img" / "al_curve.png")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
