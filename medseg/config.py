@@ -99,6 +99,10 @@ class DataConfig:
     hu_window: list[float] = field(default_factory=lambda: [-1000.0, 400.0])
     #: CT: fraction of training slices drawn from slices with foreground
     foreground_fraction: float = 0.8
+    #: (medseg.data) CT: the label values that make a slice "foreground" for foreground_fraction, and
+    #: positive slices are then cropped in-plane around one of their voxels (e.g. [2] = nodule, so
+    #: nodule slices are over-sampled even though lung is on almost every slice); [] = any label
+    foreground_labels: list[int] = field(default_factory=list)
     #: "none", "memory" (MONAI CacheDataset) or "disk" (PersistentDataset keyed by transform config)
     cache: Literal["none", "memory", "disk"] = "memory"
     cache_dir: str = ""

@@ -1,4 +1,4 @@
-"""``medseg evaluate-detection``: LUNA16 FROC / CPM of nodule candidates."""
+"""``medseg detect``: nodules in a CT (CSV, DICOM-SEG, SR, PNG); ``medseg evaluate-detection``: LUNA16 FROC / CPM."""
 
 from __future__ import annotations
 
@@ -35,3 +35,28 @@ def evaluate_detection_cli(
     Console().print(table)
     if plot is not None:
         typer.echo(f"FROC plot: {plot_froc(r, plot)}")
+
+
+@app.command("detect")
+def detect_cli(
+    ct: Path = typer.Argument(..., help="Chest CT in HU: DICOM series folder or NIfTI/MHA/NRRD."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Lung + nodule checkpoint folder (configs/ct_nodule.yaml)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: candidates.csv, seg.dcm + sr.dcm (DICOM input), overlay.png."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Nodule probability threshold."),
+) -> None:
+    """Detect lung nodules: LUNA16 candidates CSV, DICOM-SEG (lung + nodules), TID 1500 SR and an overlay."""
+    from rich.console import Console
+
+    from medseg.detect.pipeline import detect_nodules, write_nodule_outputs
+    from medseg.infer import Predictor
+    from medseg.io import read_image
+
+    image = read_image(ct, modality="CT")
+    result = detect_nodules(image, Predictor.from_checkpoint(checkpoint), threshold=threshold)
+    files = write_nodule_outputs(result, image, out)
+    console = Console(highlight=False)
+    for i, d in enumerate(result.detections[:10], start=1):
+        x, y, z = d.center
+        console.print(f"nodule {i}: ({x:.1f}, {y:.1f}, {z:.1f}) mm LPS, {d.diameter_mm:.1f} mm, score {d.score:.3f}")
+    console.print(f"{len(result.detections)} candidate(s); wrote {', '.join(p.name for p in files.values())} in {out}",
+                  soft_wrap=True)

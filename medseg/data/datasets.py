@@ -16,7 +16,10 @@ ranks and after a resume. The encoder normalisation is applied last.
   ``data.slices_per_volume`` slices per volume (all slices when 0), a ``data.foreground_fraction``
   of them from slices with foreground; each sample is the k-slice stack around the slice
   (``image (k, H, W)``) and the centre slice's label (``label (1, H, W)``), cropped/padded to
-  ``data.image_size`` by the transforms.
+  ``data.image_size`` by the transforms. A slice has foreground when it holds any label, or, with
+  ``data.foreground_labels`` (e.g. ``[2]`` = nodule), one of those labels; such a slice is then
+  cropped around one of those voxels (:func:`~medseg.data.transforms.positive_crop`), so the
+  small structure is in every positive sample.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from medseg.config import Config
 from medseg.data.manifest import ManifestEntry
 from medseg.data.preprocess import Prepared, context_stack, normalize, prepare_label, unit_inputs
-from medseg.data.transforms import seed_for, train_transforms
+from medseg.data.transforms import positive_crop, seed_for, train_transforms
 from medseg.errors import ConfigError, InputError, MedsegError
 
 __all__ = [
@@ -236,9 +239,24 @@ class SliceSamples(AugmentedSamples):
         super().__init__(cfg, seed)
         self.volumes = volumes
         self.k = int(cfg.data.context_slices)
+        wanted = [int(v) for v in cfg.data.foreground_labels]
+        unknown = [v for v in wanted if v not in cfg.labels]
+        if unknown:
+            raise ConfigError(
+                f"label values {unknown} are not named in 'labels' ({cfg.labels})",
+                path="data.foreground_labels",
+                hint="list label values of the config, e.g. [2] for the nodule, or [] for any label",
+            )
+        # positive sampling on chosen labels: which slices hold them, and a crop around them
+        self._positive = torch.as_tensor(wanted, dtype=torch.uint8) if wanted else None
+        self._crop = positive_crop(cfg) if wanted else None
         fg_pairs, bg_pairs, counts = [], [], []
         for v, vol in enumerate(volumes):
-            fg = torch.as_tensor(vol["foreground"]).numpy()
+            if self._positive is None:
+                fg = torch.as_tensor(vol["foreground"]).numpy()
+            else:
+                lab = torch.as_tensor(vol["label"])
+                fg = torch.isin(lab, self._positive.to(lab.dtype)).flatten(1).any(dim=1).numpy()
             counts.append(len(fg))
             fg_pairs += [(v, int(z)) for z in np.flatnonzero(fg)]
             bg_pairs += [(v, int(z)) for z in np.flatnonzero(~fg)]
@@ -275,6 +293,12 @@ class SliceSamples(AugmentedSamples):
         vol = self.volumes[v]
         image = context_stack(torch.as_tensor(vol["image"]), self.k, [z])[0]
         label = torch.as_tensor(vol["label"])[z][None]
+        if self._crop is not None and self._positive is not None:
+            positive = torch.isin(label, self._positive.to(label.dtype))
+            if bool(positive.any()):
+                self._crop.set_random_state(seed=seed_for(self.seed, self.epoch, index) ^ 0x5A5A5A5A)
+                out = self._crop({"image": image, "label": label, "positive": positive})[0]
+                image, label = out["image"], out["label"]
         return self._finish(image, label, index, f"{vol['id']}#z{z}")
 
 

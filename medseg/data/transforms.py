@@ -9,6 +9,10 @@ Pipeline: (CT only) ``SpatialPadd`` + ``RandSpatialCropd`` to ``data.image_size`
 ``RandAffined`` (rotation, scale, translation; labels nearest); ``Rand2DElasticd`` when
 ``augment.elastic_prob > 0``; optional left-right flip that also swaps "left X"/"right X" labels;
 ``RandScaleIntensityd``, ``RandAdjustContrastd``, ``RandGaussianNoised``; clip to [0, 1].
+
+CT positive sampling (``data.foreground_labels``): :func:`positive_crop` crops a slice holding
+those labels to ``data.image_size`` around one of their voxels before the pipeline above (whose
+pad + random crop then changes nothing).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from monai.transforms import (
     MapTransform,
     RandAdjustContrastd,
     RandAffined,
+    RandCropByPosNegLabeld,
     RandGaussianNoised,
     RandomizableTransform,
     RandScaleIntensityd,
@@ -33,7 +38,7 @@ from monai.transforms import (
 
 from medseg.config import Config
 
-__all__ = ["train_transforms", "RandFlipSwapLeftRightd", "left_right_pairs", "seed_for"]
+__all__ = ["train_transforms", "positive_crop", "RandFlipSwapLeftRightd", "left_right_pairs", "seed_for"]
 
 
 def left_right_pairs(labels: Mapping[int, str]) -> list[tuple[int, int]]:
@@ -137,6 +142,21 @@ def train_transforms(cfg: Config) -> Compose:
                 _Clip01d(keys="image"),
             ]
     return Compose(ts)
+
+
+def positive_crop(cfg: Config) -> RandCropByPosNegLabeld:
+    """In-plane crop of ``data.image_size`` centred on a random voxel of the sample's ``"positive"`` mask.
+
+    Takes ``{"image": (k, H, W), "label": (1, H, W), "positive": (1, H, W) bool}`` and returns a
+    one-element list of the cropped ``image``/``label`` (MONAI moves the centre inwards so the crop
+    stays inside the slice; a slice smaller than the size is cropped to its own size and padded
+    later by :func:`train_transforms`). Seed it with ``set_random_state``.
+    """
+    size = [int(s) for s in cfg.data.image_size]
+    return RandCropByPosNegLabeld(
+        keys=["image", "label"], label_key="positive", spatial_size=size, pos=1.0, neg=0.0, num_samples=1,
+        allow_smaller=True,
+    )
 
 
 def seed_for(seed: int, epoch: int, index: int) -> int:

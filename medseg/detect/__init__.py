@@ -40,3 +40,15 @@ __all__ = [
     "read_candidates_csv",
     "read_seriesuids",
 ]
+
+# The model-driven pipeline needs torch (via medseg.infer): imported on first use only.
+_PIPELINE = ("NoduleResult", "detect_nodules", "write_nodule_outputs")
+__all__ += list(_PIPELINE)
+
+
+def __getattr__(name: str) -> object:
+    if name in _PIPELINE:
+        from medseg.detect import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'medseg.detect' has no attribute {name!r}")
