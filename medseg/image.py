@@ -30,7 +30,15 @@ if TYPE_CHECKING:  # pragma: no cover
     import SimpleITK as sitk
     import torch
 
-__all__ = ["Image", "ImageSource", "ImageKind", "affine_from_geometry", "orientation_code"]
+__all__ = [
+    "Image",
+    "ImageSource",
+    "ImageKind",
+    "affine_from_geometry",
+    "orientation_code",
+    "row_direction",
+    "patient_left_sign",
+]
 
 ImageKind = Literal["intensity", "label"]
 _KINDS = ("intensity", "label")
@@ -297,3 +305,30 @@ class Image:
             f"spacing=({spacing}) mm, orientation={self.orientation}, dtype={arr.dtype}, range={rng},"
             f" source={self.source.format}{src})"
         )
+
+
+def row_direction(image: Image) -> str | None:
+    """Patient direction towards which the column index of a DICOM radiograph increases.
+
+    The first letter of DICOM PatientOrientation's row value (``"L"``, ``"R"``, ``"A"``, ``"P"``,
+    ``"H"``, ``"F"``), or ``None`` when the image has no DICOM header or the tag is empty.
+    """
+    if not image.source.datasets:
+        return None
+    value = getattr(image.source.datasets[0], "PatientOrientation", None)
+    if not value or len(value) < 1 or not str(value[0]).strip():
+        return None
+    letter = str(value[0]).strip()[0].upper()
+    return letter if letter in "LRAPHF" else None
+
+
+def patient_left_sign(image: Image) -> float:
+    """+1 when the patient's left lies towards larger x index (column), -1 when towards smaller.
+
+    3-D: from the affine (LPS: +x world is the patient's left). 2-D radiograph: DICOM
+    PatientOrientation when it says L or R, else the standard frontal display (patient's left on the
+    image right, +1).
+    """
+    if image.ndim == 3:
+        return 1.0 if image.affine[0, 0] >= 0 else -1.0
+    return -1.0 if row_direction(image) == "R" else 1.0

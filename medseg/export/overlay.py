@@ -27,7 +27,7 @@ from matplotlib.lines import Line2D
 from medseg.errors import ExportError, GeometryError
 from medseg.export._common import present_labels
 from medseg.export.colours import RGB, label_colours
-from medseg.image import Image
+from medseg.image import Image, row_direction
 from medseg.utils import atomic_path
 
 __all__ = ["overlay_png", "LUNG_WINDOW"]
@@ -185,13 +185,8 @@ def _radiograph_figure(
 def _radiograph_sides(image: Image) -> tuple[str, str]:
     """Patient side shown on the left/right edge from DICOM Patient Orientation (row direction)."""
     opposite = {"L": "R", "R": "L", "A": "P", "P": "A", "H": "F", "F": "H"}
-    if not image.source.datasets:
-        return "", ""
-    value = image.source.datasets[0].get("PatientOrientation")
-    if not value or len(value) < 1 or not str(value[0]):
-        return "", ""
-    towards = str(value[0])[0].upper()  # direction of increasing column index
-    if towards not in opposite:
+    towards = row_direction(image)  # direction of increasing column index
+    if towards is None:
         return "", ""
     return opposite[towards], towards
 

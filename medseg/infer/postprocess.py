@@ -13,7 +13,7 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from medseg.image import Image
+from medseg.image import Image, patient_left_sign
 
 log = logging.getLogger(__name__)
 
@@ -25,24 +25,6 @@ def lung_side_labels(label_names: dict[int, str]) -> tuple[int | None, int | Non
     right = next((v for v, n in label_names.items() if n.strip().lower() == "right lung"), None)
     left = next((v for v, n in label_names.items() if n.strip().lower() == "left lung"), None)
     return right, left
-
-
-def patient_left_sign(image: Image) -> float:
-    """+1 when the patient's left lies towards larger x index, -1 when towards smaller.
-
-    3-D: from the affine (LPS: +x world is patient left). 2-D radiograph: DICOM PatientOrientation
-    (row direction "L" or "R") when present, else the standard PA display (patient left on the
-    image right, +1).
-    """
-    if image.ndim == 3:
-        return 1.0 if image.affine[0, 0] >= 0 else -1.0
-    for ds in image.source.datasets[:1]:
-        po = getattr(ds, "PatientOrientation", None)
-        if po and len(po) >= 1 and str(po[0]).strip():
-            first = str(po[0]).strip().upper()[0]
-            if first in "LR":
-                return 1.0 if first == "L" else -1.0
-    return 1.0
 
 
 def _largest_components(mask: np.ndarray, n: int) -> list[np.ndarray]:

@@ -39,7 +39,7 @@ from os import PathLike
 import numpy as np
 
 from medseg.errors import GeometryError, InputError
-from medseg.image import Image
+from medseg.image import Image, patient_left_sign
 
 __all__ = ["QCFlag", "QCLimits", "qc", "qc_files", "lung_role", "DEFAULT_LUNG_LABELS"]
 
@@ -183,14 +183,6 @@ def _present_values(arr: np.ndarray) -> set[int]:
         counts = np.bincount(arr.ravel())
         return {int(v) for v in np.flatnonzero(counts)}
     return {int(v) for v in np.unique(arr)}
-
-
-def _left_on_image_right(labels: Image) -> bool:
-    if labels.source.is_dicom:
-        orient = getattr(labels.source.datasets[0], "PatientOrientation", None)
-        if orient and len(orient) >= 1 and str(orient[0]).upper().startswith("R"):
-            return False
-    return True
 
 
 def qc(
@@ -354,7 +346,7 @@ def qc(
                 )
         else:
             rc, lc = float(r.centroid_xyz[0]), float(lft.centroid_xyz[0])
-            on_right = _left_on_image_right(labels)
+            on_right = patient_left_sign(labels) > 0
             if (lc < rc) if on_right else (lc > rc):
                 side = "right" if on_right else "left"
                 flag(
