@@ -39,7 +39,13 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.detect.targets import LUNA16_COLUMNS, NoduleAnnotation, read_nodule_annotations
+from medseg.detect.targets import (
+    LUNA16_COLUMNS,
+    NoduleAnnotation,
+    csv_float,
+    read_csv_table,
+    read_nodule_annotations,
+)
 from medseg.errors import InputError
 from medseg.utils import atomic_path
 
@@ -133,34 +139,21 @@ class FROCResult:
 def read_candidates_csv(path: str | PathLike[str]) -> list[Candidate]:
     """Read a LUNA16 submission CSV (``seriesuid,coordX,coordY,coordZ,probability``, world mm LPS)."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError("candidates CSV not found", path=p, hint="pass the CSV written by write_candidates_csv")
-    with p.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields = [c.strip() for c in (reader.fieldnames or [])]
-        reader.fieldnames = fields
-        missing = [c for c in _PRED_COLUMNS if c not in fields]
-        if missing:
-            raise InputError(
-                f"missing column(s) {missing}; found {fields}",
-                path=p,
-                hint="use the LUNA16 submission header " + ",".join(_PRED_COLUMNS),
-            )
-        out = []
-        for i, row in enumerate(reader, start=2):
-            uid = (row.get("seriesuid") or "").strip()
-            vals = []
-            for c in _PRED_COLUMNS[1:]:
-                try:
-                    v = float(row.get(c) or "nan")
-                except ValueError:
-                    v = math.nan
-                if not math.isfinite(v):
-                    raise InputError(f"line {i}: column '{c}' must be a finite number, got {row.get(c)!r}", path=p)
-                vals.append(v)
-            if not uid:
-                raise InputError(f"line {i}: empty seriesuid", path=p)
-            out.append(Candidate(uid, (vals[0], vals[1], vals[2]), vals[3]))
+    fields, rows = read_csv_table(p, "candidates CSV", "pass the CSV written by write_candidates_csv")
+    missing = [c for c in _PRED_COLUMNS if c not in fields]
+    if missing:
+        raise InputError(
+            f"missing column(s) {missing}; found {fields}",
+            path=p,
+            hint="use the LUNA16 submission header " + ",".join(_PRED_COLUMNS),
+        )
+    out = []
+    for i, row in enumerate(rows, start=2):
+        uid = (row.get("seriesuid") or "").strip()
+        if not uid:
+            raise InputError(f"line {i}: empty seriesuid", path=p)
+        x, y, z, prob = (csv_float(row.get(c), p, i, c) for c in _PRED_COLUMNS[1:])
+        out.append(Candidate(uid, (x, y, z), prob))
     return out
 
 

@@ -53,7 +53,19 @@ class NoduleAnnotation:
         return self.diameter_mm / 2.0
 
 
-def _float(value: str | None, path: Path, line: int, column: str) -> float:
+def read_csv_table(path: Path, what: str, hint: str) -> tuple[list[str], list[dict[str, str]]]:
+    """Header (stripped names) and rows of a CSV file; a missing file is an :class:`InputError`."""
+    if not path.is_file():
+        raise InputError(f"{what} not found", path=path, hint=hint)
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields = [c.strip() for c in (reader.fieldnames or [])]
+        reader.fieldnames = fields
+        return fields, list(reader)
+
+
+def csv_float(value: str | None, path: Path, line: int, column: str) -> float:
+    """A finite float from a CSV cell, or an :class:`InputError` naming the line and column."""
     try:
         out = float(value) if value is not None else math.nan
     except ValueError:
@@ -89,13 +101,7 @@ def read_nodule_annotations(
         InputError: missing file, missing columns, or a non-numeric value (naming the line).
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputError("annotation CSV not found", path=p, hint="pass a LUNA16-style annotations.csv")
-    with p.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields = [c.strip() for c in (reader.fieldnames or [])]
-        reader.fieldnames = fields
-        rows = list(reader)
+    fields, rows = read_csv_table(p, "annotation CSV", "pass a LUNA16-style annotations.csv")
     out: list[NoduleAnnotation] = []
     if all(c in fields for c in LUNA16_COLUMNS):
         for i, row in enumerate(rows, start=2):
@@ -104,8 +110,8 @@ def read_nodule_annotations(
                 raise InputError(f"line {i}: empty seriesuid", path=p, hint="fix or delete that row")
             if seriesuid is not None and uid != seriesuid:
                 continue
-            center = tuple(_float(row.get(c), p, i, c) for c in ("coordX", "coordY", "coordZ"))
-            d = _float(row.get("diameter_mm"), p, i, "diameter_mm")
+            center = tuple(csv_float(row.get(c), p, i, c) for c in ("coordX", "coordY", "coordZ"))
+            d = csv_float(row.get("diameter_mm"), p, i, "diameter_mm")
             out.append(NoduleAnnotation(uid, (center[0], center[1], center[2]), d))
         return out
     if all(c in fields for c in _XML_COLUMNS):
@@ -118,8 +124,8 @@ def read_nodule_annotations(
         for i, row in enumerate(rows, start=2):
             if (row.get("is_point_mark") or "0").strip() == "1":
                 continue
-            center = tuple(_float(row.get(c), p, i, c) for c in _XML_COLUMNS[:3])
-            d = _float(row.get("equiv_sphere_diameter_mm"), p, i, "equiv_sphere_diameter_mm")
+            center = tuple(csv_float(row.get(c), p, i, c) for c in _XML_COLUMNS[:3])
+            d = csv_float(row.get("equiv_sphere_diameter_mm"), p, i, "equiv_sphere_diameter_mm")
             out.append(NoduleAnnotation(seriesuid, (center[0], center[1], center[2]), d, row.get("reader")))
         return out
     raise InputError(
