@@ -24,8 +24,8 @@ _LAZY = {
     "build_model": ("medseg.models", "build_model"),
     "load_checkpoint": ("medseg.models", "load_checkpoint"),
     "Predictor": ("medseg.infer", "Predictor"),
-    "predict": ("medseg.batch", "predict"),
-    "train": ("medseg.train", "train"),
+    "predict": ("medseg.infer.batch", "predict"),
+    "train": ("medseg.training", "train"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -33,7 +33,7 @@ from typing import Any
 from medseg.config import config_from_dict
 from medseg.data.manifest import ManifestEntry, load_entries, split_entries, write_manifest
 from medseg.labelling import select_cases
-from medseg.train import train
+from medseg.training import train
 
 
 def _train_round(labelled: list[ManifestEntry], val: list[ManifestEntry], out: Path, seed: int,

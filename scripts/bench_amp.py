@@ -21,7 +21,7 @@ import torch
 
 from medseg.config import Config, config_from_dict
 from medseg.models import build_model
-from medseg.train.optim import build_loss, build_optimizer
+from medseg.training.optim import build_loss, build_optimizer
 from medseg.utils import resolve_device
 
 

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from pydicom.sr.codedict import codes
     from pydicom.uid import JPEGLSLossless
 
-    from medseg.export import write_dicom_seg
+    from medseg.io import write_dicom_seg
     from medseg.io import read_image
 
     dcmqi = shutil.which("itkimage2segimage")

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from medseg.config import config_from_dict
-from medseg.train import train
+from medseg.training import train
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "ImageNet, encoder lr x0.1": {"encoder_weights": "imagenet", "encoder_lr_mult": 0.1},

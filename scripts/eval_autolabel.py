@@ -4,7 +4,7 @@ For every patient folder (``ct.nii.gz`` + ``rtstruct.dcm`` [+ ``slices.csv``, ``
 under the NSCLC-Radiomics data folder it prints, per lung:
 
 * Dice and HD95 (mm, MONAI's max of the two directed 95th percentiles) of
-  :func:`medseg.autolabel.autolabel_ct_lungs` against the RTSTRUCT ``Lung R`` / ``Lung L``
+  :func:`medseg.labelling.autolabel.autolabel_ct_lungs` against the RTSTRUCT ``Lung R`` / ``Lung L``
   contours rasterised by :func:`medseg.io.rtstruct.read_rtstruct`, the two volumes, and the
   labeller's wall-clock runtime on the full volume (median of ``--repeats`` runs);
 * Dice of that rasterisation against the shipped ``lung_label.nii.gz`` (a check of the reader).
@@ -41,7 +41,7 @@ def _crop(a: np.ndarray, b: np.ndarray, margin: int = 3) -> tuple[np.ndarray, np
 
 
 def evaluate(folder: Path, repeats: int) -> list[dict[str, object]]:
-    from medseg.autolabel import LUNG_LABELS, autolabel_ct_lungs
+    from medseg.labelling.autolabel import LUNG_LABELS, autolabel_ct_lungs
     from medseg.io import read_image
     from medseg.io.rtstruct import read_rtstruct, read_slice_uids
     from medseg.metrics import dice, hd95
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     rows = [row for folder in folders for row in evaluate(folder, max(1, args.repeats))]
 
-    from medseg.autolabel import AutolabelParams
+    from medseg.labelling.autolabel import AutolabelParams
 
     print(f"autolabel_ct_lungs {AutolabelParams()}")
     print()

@@ -68,7 +68,7 @@ def main() -> None:
         t0 = time.perf_counter()
         pred = predictor.predict(ct)
         rows.append(_row("LUNG1-003 model", pred.labels.array, ref, ct.spacing, time.perf_counter() - t0))
-        from medseg.autolabel import autolabel_ct_lungs
+        from medseg.labelling.autolabel import autolabel_ct_lungs
 
         t0 = time.perf_counter()
         auto = autolabel_ct_lungs(ct)

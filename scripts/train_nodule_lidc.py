@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 import medseg
-from medseg.autolabel import autolabel_ct_lungs
+from medseg.labelling.autolabel import autolabel_ct_lungs
 from medseg.config import load_config
 from medseg.data.manifest import ManifestEntry, write_manifest
 from medseg.detect import evaluate_detection, nodule_mask, read_nodule_annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medseg.autolabel import LUNG_LABELS, AutolabelParams, autolabel_ct_lungs
+from medseg.labelling.autolabel import LUNG_LABELS, AutolabelParams, autolabel_ct_lungs
 from medseg.errors import InputError
 from medseg.image import Image, affine_from_geometry
 from medseg.metrics import dice
@@ -107,7 +107,7 @@ def _world_x(img: Image, mask: np.ndarray) -> float:
 )
 def test_phantom_lungs_sides_and_airways(join: str, how: str, caplog: pytest.LogCaptureFixture) -> None:
     ct, truth = make_phantom(join=join)
-    with caplog.at_level(logging.DEBUG, logger="medseg.autolabel"):
+    with caplog.at_level(logging.DEBUG, logger="medseg.labelling.autolabel"):
         out = autolabel_ct_lungs(ct)
     assert f"lungs separated by {how}" in caplog.text
     assert out.kind == "label" and out.array.dtype == np.uint8
@@ -240,7 +240,7 @@ def test_cli_writes_nifti_label_map(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_cli_dicom_in_dicom_seg_out(repo_root: Path, tmp_path: Path) -> None:
     from medseg.cli import main
-    from medseg.export import read_dicom_seg
+    from medseg.io import read_dicom_seg
     from medseg.io import read_image
 
     series = repo_root / "sample_data" / "ct" / "LIDC-IDRI-0001"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medseg.batch import discover_cases, predict
+from medseg.infer.batch import discover_cases, predict
 from medseg.cli import main
 from medseg.config import load_config
 

@@ -28,9 +28,10 @@ def ct_lungs_cli(
     """Label the lungs (1 right, 2 left) by HU thresholds and morphology; writes a label map or DICOM-SEG."""
     from rich.console import Console
 
-    from medseg.autolabel import LUNG_LABELS, autolabel_ct_lungs
+    from medseg.labelling.autolabel import LUNG_LABELS, autolabel_ct_lungs
     from medseg.errors import ExportError
-    from medseg.export import write_dicom_seg, write_mask
+    from medseg.io import write_dicom_seg
+    from medseg.export import write_mask
     from medseg.export.masks import MASK_SUFFIXES
     from medseg.io import read_image
 

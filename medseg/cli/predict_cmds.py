@@ -25,7 +25,7 @@ def _run_predict(inputs: list[Path], out: Path, checkpoint: Path | None, formats
     from rich.console import Console
     from rich.progress import Progress
 
-    from medseg.batch import discover_cases, predict
+    from medseg.infer.batch import discover_cases, predict
 
     console = Console(stderr=True)
     cases = discover_cases(inputs)

@@ -17,7 +17,7 @@ def train_cli(
 ) -> None:
     """Fine-tune a U-Net. Exit codes: 0 done, 2 bad config/data, 75 pre-empted (state saved; resume)."""
     from medseg.config import load_config
-    from medseg.train import train
+    from medseg.training import train
 
     result = train(load_config(config, set_), resume=resume)
     best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"

@@ -36,21 +36,16 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from medseg.structures import LabelMap
 from medseg.config import Config
 
 __all__ = ["train_transforms", "positive_crop", "RandFlipSwapLeftRightd", "left_right_pairs", "seed_for"]
 
 
 def left_right_pairs(labels: Mapping[int, str]) -> list[tuple[int, int]]:
-    """Pairs of label values named ``"left X"`` and ``"right X"`` (e.g. left/right lung)."""
-    names = {str(n).strip().lower(): int(v) for v, n in labels.items()}
-    pairs = []
-    for name, value in names.items():
-        if name.startswith("left "):
-            other = names.get("right " + name[5:])
-            if other is not None:
-                pairs.append((value, other))
-    return pairs
+    """``(left value, right value)`` pairs of mirror-image structures, by any spelling
+    (:meth:`medseg.structures.LabelMap.mirror_pairs`)."""
+    return [(le, r) for r, le in LabelMap.coerce(labels).mirror_pairs()]
 
 
 class RandFlipSwapLeftRightd(RandomizableTransform, MapTransform):

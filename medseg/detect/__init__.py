@@ -22,6 +22,7 @@ from medseg.detect.froc import (
     read_candidates_csv,
     read_seriesuids,
 )
+from medseg.detect.sr import write_nodule_sr
 from medseg.detect.targets import NoduleAnnotation, nodule_mask, read_nodule_annotations
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "plot_froc",
     "read_candidates_csv",
     "read_seriesuids",
+    "write_nodule_sr",
 ]
 
 # The model-driven pipeline needs torch (via medseg.infer): imported on first use only.

@@ -263,7 +263,9 @@ def write_nodule_outputs(
         GeometryError: ``image`` is not the CT the result was computed on.
         ExportError: a DICOM writer failed.
     """
-    from medseg.export import overlay_png, write_dicom_seg, write_nodule_sr
+    from medseg.io import write_dicom_seg
+    from medseg.detect import write_nodule_sr
+    from medseg.export import overlay_png
 
     if not result.nodule_components.same_geometry(image, atol=1e-3):
         raise GeometryError(

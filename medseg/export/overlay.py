@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from medseg.errors import ExportError, GeometryError
-from medseg.export._common import present_labels
-from medseg.export.colours import RGB, label_colours
+from medseg.image import present_labels
+from medseg.colours import RGB, label_colours
 from medseg.image import Image, row_direction
 from medseg.utils import atomic_path
 
@@ -57,7 +57,7 @@ def overlay_png(
         labels: label map on the same grid (same shape and affine).
         path: output ``.png`` (written atomically).
         label_names: ``{label value: name}`` for the legend (unnamed values show as "label v").
-        colours: ``{label value: (r, g, b)}`` 0-255; default :func:`~medseg.export.colours.label_colour`.
+        colours: ``{label value: (r, g, b)}`` 0-255; default :func:`~medseg.colours.label_colour`.
         n_slices: axial slices in a CT montage (evenly spaced through the labelled slices).
         window: display range (low, high); default lung window for CT, 0.5-99.5 percentiles else.
         size: PNG size ``(width, height)`` in pixels. Default: radiograph at 1024 px on its

@@ -14,17 +14,16 @@ import numpy as np
 from scipy import ndimage
 
 from medseg.image import Image, patient_left_sign
+from medseg.structures import LabelMap
 
 log = logging.getLogger(__name__)
 
 __all__ = ["postprocess_labels", "lung_side_labels", "patient_left_sign", "summarise_labels"]
 
 
-def lung_side_labels(label_names: dict[int, str]) -> tuple[int | None, int | None]:
-    """The label values named "right lung" and "left lung" (None when absent)."""
-    right = next((v for v, n in label_names.items() if n.strip().lower() == "right lung"), None)
-    left = next((v for v, n in label_names.items() if n.strip().lower() == "left lung"), None)
-    return right, left
+def lung_side_labels(label_names: LabelMap | dict[int, str]) -> tuple[int | None, int | None]:
+    """The label values of the right and left lung, by any spelling (None when absent)."""
+    return LabelMap.coerce(label_names).side_values("lung")
 
 
 def _largest_components(mask: np.ndarray, n: int) -> list[np.ndarray]:
@@ -45,7 +44,7 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 def postprocess_labels(
     labels: np.ndarray,
     image: Image,
-    label_names: dict[int, str],
+    label_names: LabelMap | dict[int, str],
     *,
     keep_largest: bool = True,
     fill_holes: bool = True,
@@ -59,7 +58,8 @@ def postprocess_labels(
     as predicted.
     """
     out = labels.copy()
-    right, left = lung_side_labels(label_names)
+    structures = LabelMap.coerce(label_names)
+    right, left = structures.side_values("lung")
     if right is not None and left is not None:
         union = (labels == right) | (labels == left)
         comps = _largest_components(union, 2)
@@ -75,9 +75,7 @@ def postprocess_labels(
             # voxels of the union outside the two main components keep their predicted label
             rest = union & (out == 0)
             out[rest] = relabelled[rest]
-    lung_values = [v for v in (right, left) if v is not None]
-    lung_values += [v for v, n in label_names.items() if n.strip().lower() in ("lung", "lungs")]
-    for v in lung_values:
+    for v in structures.lung_values():
         mask = out == v
         if not mask.any():
             continue

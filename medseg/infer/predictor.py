@@ -22,6 +22,7 @@ import torch
 
 from medseg.config import Config
 from medseg.errors import CheckpointError, InputError
+from medseg.structures import LabelMap
 from medseg.image import Image
 from medseg.infer.postprocess import postprocess_labels, summarise_labels
 from medseg.metrics import case_uncertainty
@@ -79,16 +80,9 @@ class Prediction:
     seconds: float = 0.0
 
 
-def _swap_left_right(probs: torch.Tensor, label_names: dict[int, str]) -> torch.Tensor:
+def _swap_left_right(probs: torch.Tensor, label_names: LabelMap | dict[int, str]) -> torch.Tensor:
     """Swap left/right channel pairs (a mirrored image turns the left lung into the right one)."""
-    names = {n.strip().lower(): v for v, n in label_names.items()}
-    perm = list(range(probs.shape[1]))
-    for n, v in names.items():
-        if n.startswith("left "):
-            other = names.get("right " + n[5:])
-            if other is not None:
-                perm[v], perm[other] = other, v
-    return probs[:, perm]
+    return probs[:, LabelMap.coerce(label_names).mirror_permutation(probs.shape[1])]
 
 
 class Predictor:

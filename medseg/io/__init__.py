@@ -1,4 +1,4 @@
-"""All file access for images: DICOM, NIfTI, MetaImage/NRRD and pictures.
+"""All file access: DICOM images, DICOM-SEG, RTSTRUCT, NIfTI, MetaImage/NRRD and pictures.
 
 Public API::
 
@@ -8,6 +8,9 @@ Public API::
     list_series(folder) -> list[SeriesInfo]
     image_info(path, *, series_uid=None) -> ImageInfo
     ras_lps_flip(affine) -> affine      # the one RAS <-> LPS conversion (NIfTI)
+    read_dicom_seg / write_dicom_seg    # DICOM Segmentation (BINARY or LABELMAP)
+    read_label_map(path) -> (Image, names)  # any annotation file: SEG, NIfTI, PNG, ...
+    read_rtstruct(path, reference)      # RT Structure Set contours rasterised on a grid
 
 Every image is in DICOM patient space (LPS, mm) with SimpleITK array order; see
 :mod:`medseg.image`.
@@ -16,9 +19,16 @@ Every image is in DICOM patient space (LPS, mm) with SimpleITK array order; see
 from medseg.io.core import ImageInfo, convert_image, detect_format, image_info, read_image, write_image
 from medseg.io.dicom import SeriesInfo, list_series
 from medseg.io.nifti import ras_lps_flip
+from medseg.io.labelmap import is_dicom_seg, read_label_map
 from medseg.io.rtstruct import list_rois, read_rtstruct
+from medseg.io.seg import DicomSeg, read_dicom_seg, write_dicom_seg
 
 __all__ = [
+    "read_dicom_seg",
+    "write_dicom_seg",
+    "DicomSeg",
+    "read_label_map",
+    "is_dicom_seg",
     "read_rtstruct",
     "list_rois",
     "read_image",

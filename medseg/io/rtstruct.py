@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medseg.errors import DicomInputError, GeometryError, InputError
+from medseg.structures import parse_structure
 from medseg.image import Image, ImageSource
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,13 +50,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
-
-# Common spellings of lung ROI names in clinical / public RT structure sets (TCIA NSCLC-Radiomics
-# uses "Lung-Left"/"Lung-Right", planning systems "Lung L"/"LUNG_R"/"Lt Lung", AAPM challenge
-# "Lung_L"). Keys are normalised with _normalise().
-_SIDE_WORDS = {"l": "left", "lt": "left", "left": "left", "r": "right", "rt": "right", "right": "right"}
-_ORGAN_WORDS = {"lung": "lung", "lungs": "lungs", "pulmo": "lung"}
-
 
 @dataclass(frozen=True)
 class RoiInfo:
@@ -79,31 +72,10 @@ class RoiInfo:
     color: tuple[int, int, int] | None
 
 
-def _normalise(name: str) -> list[str]:
-    return [w for w in re.split(r"[^a-z0-9]+", name.strip().lower()) if w]
-
-
 def canonical_roi_name(name: str) -> str:
-    """Map common ROI name spellings to medseg structure names (case-insensitive).
-
-    ``"Lung L"``, ``"Lung-Left"``, ``"LUNG_L"``, ``"Lt Lung"``, ``"left lung"`` -> ``"left lung"``;
-    the right side likewise -> ``"right lung"``; ``"Lungs"``/``"Lung"`` -> ``"lungs"``/``"lung"``.
-    Any other name is returned lower-cased with runs of separators collapsed to one space (so
-    ``"Spinal_Cord"`` -> ``"spinal cord"``).
-    """
-    words = _normalise(name)
-    organs = [_ORGAN_WORDS[w] for w in words if w in _ORGAN_WORDS]
-    sides = {_SIDE_WORDS[w] for w in words if w in _SIDE_WORDS}
-    other = [w for w in words if w not in _ORGAN_WORDS and w not in _SIDE_WORDS]
-    if len(organs) == 1 and not other:
-        if len(sides) == 1:
-            return f"{sides.pop()} lung"
-        if not sides:
-            return organs[0]
-    # "LungL" / "LungR" written as one word
-    if len(words) == 1 and words[0] in ("lungl", "lungr", "llung", "rlung"):
-        return "left lung" if "l" in words[0].replace("lung", "") else "right lung"
-    return " ".join(words)
+    """The medseg structure name of an ROI name (``"Lung-Left"``, ``"LUNG_L"``, ``"Lt Lung"`` ->
+    ``"left lung"``); decided by :func:`medseg.structures.parse_structure`, as everywhere else."""
+    return parse_structure(name).name
 
 
 def _read_dataset(path: Path) -> Dataset:
@@ -198,12 +170,10 @@ def read_slice_uids(path: str | PathLike[str]) -> list[str]:
     return [by_k[k] for k in range(len(by_k))]
 
 
-# structure names medseg knows (medseg.codes); other ROIs keep their name as stored
-_KNOWN_STRUCTURES = {"left lung", "right lung", "lung", "lungs", "heart", "trachea"}
-
-
 def _label_name(info: RoiInfo) -> str:
-    return info.canonical if info.canonical in _KNOWN_STRUCTURES else info.name
+    """Known structures get their canonical name; other ROIs keep their name as stored."""
+    s = parse_structure(info.name)
+    return s.name if s.concept.type.meaning != "Tissue" else info.name
 
 
 def fill_polygon(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

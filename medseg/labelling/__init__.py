@@ -3,9 +3,10 @@
 Layer 5: uses :mod:`medseg.metrics`, :mod:`medseg.io` and :mod:`medseg.export` (DICOM-SEG input).
 """
 
-from medseg.labelling.agreement import AgreementReport, AgreementRow, agreement, consensus
-from medseg.labelling.qc import DEFAULT_LUNG_LABELS, QCFlag, QCLimits, lung_role, qc, qc_files
-from medseg.labelling.reading import is_dicom_seg, read_label_map
+from medseg.labelling.autolabel import AutolabelParams, autolabel_ct_lungs
+from medseg.labelling.compare import AgreementReport, AgreementRow, agreement, consensus
+from medseg.labelling.checks import DEFAULT_LUNG_LABELS, QCFlag, QCLimits, lung_role, qc, qc_files
+
 from medseg.labelling.uncertainty import case_uncertainty, rank_worklist, select_for_annotation
 from medseg.labelling.workflow import PrelabelResult, Selection, case_features, prelabel, select_cases
 
@@ -20,8 +21,8 @@ __all__ = [
     "lung_role",
     "qc",
     "qc_files",
-    "read_label_map",
-    "is_dicom_seg",
+    "autolabel_ct_lungs",
+    "AutolabelParams",
     "case_uncertainty",
     "rank_worklist",
     "select_for_annotation",

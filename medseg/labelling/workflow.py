@@ -1,6 +1,6 @@
 """Pre-labelling for review and active-learning selection (``medseg prelabel``, ``medseg al select``).
 
-Both run the batch predictor (:func:`medseg.batch.predict`) with left-right flip test-time
+Both run the batch predictor (:func:`medseg.infer.batch.predict`) with left-right flip test-time
 augmentation, so every case gets an uncertainty from :func:`medseg.metrics.case_uncertainty`
 (mean normalised entropy over the predicted foreground, averaged with the flip-TTA disagreement
 ``1 - Dice(plain, flipped)``); MC-dropout is not used because the shipped U-Nets have no dropout.
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from medseg.batch import BatchResult, Case, CaseResult, discover_cases, predict
+from medseg.infer.batch import BatchResult, Case, CaseResult, discover_cases, predict
 from medseg.errors import ConfigError
-from medseg.labelling.qc import qc
+from medseg.labelling.checks import qc
 from medseg.labelling.uncertainty import rank_worklist, select_for_annotation
 from medseg.utils import atomic_write_text
 
@@ -102,7 +102,7 @@ def prelabel(
 ) -> PrelabelResult:
     """Pre-label every study for human review and write ``worklist.csv`` (most worth a look first).
 
-    Outputs per case as :func:`medseg.batch.predict` (``seg.dcm`` opens in 3D Slicer / OHIF for
+    Outputs per case as :func:`medseg.infer.batch.predict` (``seg.dcm`` opens in 3D Slicer / OHIF for
     correction, ``overlay.png`` for a quick look); ``worklist.csv`` columns: rank, case, status,
     n_flags, qc_flags (check: reason | ...), uncertainty, entropy_fg, tta_disagreement, seg, overlay,
     input. Skipped cases (``skip_existing``) are listed without scores.

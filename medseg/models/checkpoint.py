@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 import medseg
-from medseg.codes import concept_to_dict
+from medseg.structures import concept_to_dict
 from medseg.config import Config, config_from_dict, config_to_dict
 from medseg.errors import CheckpointError, ConfigError, MedsegError
 from medseg.models.encoders import Preprocessing, encoder_preprocessing

@@ -80,7 +80,7 @@ def _plant(ct: Image, centres: list[np.ndarray]) -> np.ndarray:
 @pytest.fixture(scope="module")
 def scene(lidc_ct: Image) -> dict[str, Any]:
     """The planted CT, the two sphere centres (world mm) and the stand-in predictor."""
-    from medseg.autolabel import autolabel_ct_lungs
+    from medseg.labelling.autolabel import autolabel_ct_lungs
 
     lungs = autolabel_ct_lungs(lidc_ct).array
     # sphere A: the point of the right lung (label 1) farthest from its border on the middle slice
@@ -152,7 +152,7 @@ def _dciodvfy_errors(path: Path) -> list[str]:
 def test_outputs_csv_seg_sr_overlay(scene: dict[str, Any], result: NoduleResult, tmp_path: Path) -> None:
     import highdicom as hd
 
-    from medseg.export import read_dicom_seg
+    from medseg.io import read_dicom_seg
 
     ct = scene["ct"]
     files = write_nodule_outputs(result, ct, tmp_path)

@@ -24,7 +24,7 @@ from seg_helpers import (
     write_series,
 )
 
-from medseg.export import read_dicom_seg, write_dicom_seg
+from medseg.io import read_dicom_seg, write_dicom_seg
 from medseg.image import Image
 from medseg.io import read_image
 

@@ -11,7 +11,7 @@ import pytest
 from seg_helpers import world_points
 
 from medseg.errors import DicomInputError, GeometryError, InputError
-from medseg.export import read_dicom_seg
+from medseg.io import read_dicom_seg
 from medseg.image import Image
 from medseg.io import read_image
 
@@ -87,7 +87,7 @@ def test_overlapping_segments_later_wins_with_warning(
         first, second = stack[..., 0] > 0, stack[..., 1] > 0
         overlaps += int(np.count_nonzero(first & second))
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="medseg.export.seg"):
+        with caplog.at_level(logging.WARNING, logger="medseg.io.seg"):
             labels, names = read_dicom_seg(path, image)
         assert names == {1: "first segment", 2: "second segment"}
         expected = np.where(second, 2, np.where(first, 1, 0))
@@ -142,7 +142,7 @@ def test_seg_with_another_frame_of_reference_is_placed_by_reference(
     import pydicom
     from seg_helpers import write_series
 
-    from medseg.export import write_dicom_seg
+    from medseg.io import write_dicom_seg
 
     write_series(
         tmp_path / "ct", direction=np.eye(3), spacing=(0.7, 0.7, 2.0), origin=(0, 0, 0), shape=(4, 16, 16)
@@ -156,7 +156,7 @@ def test_seg_with_another_frame_of_reference_is_placed_by_reference(
     ds = pydicom.dcmread(path)
     ds.FrameOfReferenceUID = pydicom.uid.generate_uid()
     ds.save_as(path)
-    with caplog.at_level(logging.INFO, logger="medseg.export.seg"):
+    with caplog.at_level(logging.INFO, logger="medseg.io.seg"):
         labels, _ = read_dicom_seg(path, image)
     np.testing.assert_array_equal(labels.array, lab)
     assert any("by the source instances they cite" in r.getMessage() for r in caplog.records)

@@ -15,7 +15,7 @@ from seg_helpers import assert_entities_consistent, dciodvfy_errors, dcmqi_decod
 
 import medseg
 from medseg.errors import ExportError, GeometryError
-from medseg.export import read_dicom_seg, write_dicom_seg
+from medseg.io import read_dicom_seg, write_dicom_seg
 from medseg.image import Image, ImageSource
 from medseg.io import read_image
 
@@ -175,7 +175,7 @@ def test_empty_segments_are_left_out_with_a_warning(
 ) -> None:
     labels = _labels(small, {2: np.s_[1:3, 2:6, 2:6], 5: np.s_[2, 8:12, 8:12]})
     names = {1: "right lung", 2: "left lung", 5: "nodule"}
-    with caplog.at_level(logging.WARNING, logger="medseg.export.seg"):
+    with caplog.at_level(logging.WARNING, logger="medseg.io.seg"):
         binary = write_dicom_seg(labels, small, tmp_path / "b.dcm", label_names=names)
     assert any("'right lung' (label 1) is empty" in r.getMessage() for r in caplog.records)
     labelmap = write_dicom_seg(

@@ -39,7 +39,7 @@ def test_mask_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("high", [3, 200, 40000])
 def test_present_labels_finds_exactly_the_values_that_occur(high: int) -> None:
-    from medseg.export._common import present_labels
+    from medseg.image import present_labels
 
     rng = np.random.default_rng(high)
     array = np.zeros((6, 50, 60), dtype=np.uint16)

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image as PILImage
 
 from medseg.errors import ExportError, GeometryError
-from medseg.export import label_colour, label_colours, overlay_png
+from medseg.colours import label_colour, label_colours
+from medseg.export import overlay_png
 from medseg.image import Image
 from medseg.io import read_image
 

@@ -104,7 +104,7 @@ def _values(group) -> dict[str, tuple[float, str]]:
 
 
 def test_sr_valid_and_reads_back(ct: Image, detections: list[Detection], tmp_path: Path) -> None:
-    from medseg.export.sr import write_nodule_sr
+    from medseg.detect.sr import write_nodule_sr
 
     out = write_nodule_sr(detections, ct, tmp_path / "nodules.dcm")
     _dciodvfy(out)
@@ -131,7 +131,7 @@ def test_sr_valid_and_reads_back(ct: Image, detections: list[Detection], tmp_pat
 
 
 def test_sr_references_seg_segment(ct: Image, detections: list[Detection], tmp_path: Path) -> None:
-    from medseg.export.sr import write_nodule_sr
+    from medseg.detect.sr import write_nodule_sr
 
     seg_path = _make_seg(ct, tmp_path / "seg.dcm")
     out = write_nodule_sr(detections[:1], ct, tmp_path / "sr.dcm", seg=seg_path)
@@ -150,7 +150,7 @@ def test_sr_references_seg_segment(ct: Image, detections: list[Detection], tmp_p
 
 
 def test_sr_errors(ct: Image, detections: list[Detection], tmp_path: Path) -> None:
-    from medseg.export.sr import write_nodule_sr
+    from medseg.detect.sr import write_nodule_sr
 
     plain = Image(np.zeros((2, 4, 4), np.int16), np.eye(4), "intensity", "CT")
     with pytest.raises(ExportError, match="DICOM"):
@@ -175,7 +175,7 @@ def test_sr_errors(ct: Image, detections: list[Detection], tmp_path: Path) -> No
 
 
 def test_sr_without_findings_is_refused(ct: Image, tmp_path: Path) -> None:
-    from medseg.export.sr import write_nodule_sr
+    from medseg.detect.sr import write_nodule_sr
 
     with pytest.raises(ExportError, match="no nodule"):
         write_nodule_sr([], ct, tmp_path / "empty.dcm")

@@ -11,7 +11,8 @@ from scipy import ndimage as ndi
 
 from medseg.errors import GeometryError, InputError
 from medseg.image import Image, ImageSource
-from medseg.labelling import QCLimits, lung_role, qc, qc_files, read_label_map
+from medseg.labelling import QCLimits, lung_role, qc, qc_files
+from medseg.io import read_label_map
 
 CLEAN_CXR = "covid-19-pneumonia-evolution-over-a-week-1-day0-PA_lungs.png"  # 389 x 450
 

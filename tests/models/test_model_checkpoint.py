@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from medseg.codes import concept_to_dict
+from medseg.structures import concept_to_dict
 from medseg.config import Config, ModelConfig
 from medseg.errors import CheckpointError
 from medseg.models import (

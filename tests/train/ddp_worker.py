@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from medseg.config import load_config
-from medseg.train import Callback, TrainState, train
+from medseg.training import Callback, TrainState, train
 
 
 class Record(Callback):

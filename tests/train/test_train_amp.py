@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from medseg.errors import ConfigError
-from medseg.train import Callback, TrainState, train
+from medseg.training import Callback, TrainState, train
 
 
 class _OutputDtypes(Callback):

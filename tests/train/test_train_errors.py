@@ -12,7 +12,7 @@ import yaml
 from medseg.cli import main
 from medseg.config import config_to_dict, save_config
 from medseg.errors import ConfigError, TrainingError
-from medseg.train import Callback, TrainState, train
+from medseg.training import Callback, TrainState, train
 
 
 def _cli_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:

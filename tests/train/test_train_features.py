@@ -13,8 +13,8 @@ import torch
 from medseg.config import config_from_dict
 from medseg.data.manifest import ManifestEntry, write_manifest
 from medseg.models import load_checkpoint
-from medseg.train import Callback, TrainState, train
-from medseg.train.optim import lr_factor
+from medseg.training import Callback, TrainState, train
+from medseg.training.optim import lr_factor
 
 
 class _Snapshots(Callback):

@@ -9,7 +9,7 @@ import torch
 
 from medseg.errors import CheckpointError
 from medseg.models import load_checkpoint
-from medseg.train import Callback, TrainState, train
+from medseg.training import Callback, TrainState, train
 
 
 class Snapshot(Callback):

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from medseg.config import save_config
-from medseg.train import EXIT_PREEMPTED, train
+from medseg.training import EXIT_PREEMPTED, train
 
 
 def test_sigterm_saves_and_exits_75(make_config: Any, tmp_path: Path) -> None:

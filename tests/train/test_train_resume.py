@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from medseg.models import load_checkpoint
-from medseg.train import Callback, TrainState, train
+from medseg.training import Callback, TrainState, train
 
 # augmentation (numpy RNG per sample) and decoder dropout (torch RNG) both on, validation in between
 SECTIONS: dict[str, Any] = {

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -40,13 +39,13 @@ import numpy as np
 
 from medseg.errors import GeometryError, InputError
 from medseg.image import Image, patient_left_sign
+from medseg.structures import DEFAULT_LUNG_LABELS, parse_structure
 
 __all__ = ["QCFlag", "QCLimits", "qc", "qc_files", "lung_role", "DEFAULT_LUNG_LABELS"]
 
 logger = logging.getLogger(__name__)
 
 #: The project's lung label convention (same as ``Config.labels``' default).
-DEFAULT_LUNG_LABELS: dict[int, str] = {1: "right lung", 2: "left lung"}
 
 
 @dataclass(frozen=True)
@@ -109,23 +108,15 @@ class QCLimits:
     air_hu: float = -500.0
 
 
-_RIGHT = {"right", "r", "rt", "dx", "rechts", "droit", "droite"}
-_LEFT = {"left", "l", "lt", "sin", "links", "gauche"}
-
-
 def lung_role(name: str) -> str | None:
     """``"right"``, ``"left"``, ``"both"`` for lung structure names, else ``None``.
 
-    Accepts "right lung", "Lung R", "lung_left", "Lungs", "lung" (case-insensitive).
+    Asks :func:`medseg.structures.parse_structure`, so every spelling it accepts works here too.
     """
-    tokens = [t for t in re.split(r"[\s_\-./]+", name.strip().lower()) if t]
-    if not any(t in ("lung", "lungs", "pulmo") for t in tokens):
+    s = parse_structure(name)
+    if not s.is_lung:
         return None
-    if any(t in _RIGHT for t in tokens):
-        return "right"
-    if any(t in _LEFT for t in tokens):
-        return "left"
-    return "both"
+    return s.laterality or "both"
 
 
 @dataclass
@@ -373,7 +364,7 @@ def qc_files(
     ``label_names`` if given, else the segment labels of a DICOM-SEG, else
     ``{1: "right lung", 2: "left lung"}``.
     """
-    from medseg.labelling.reading import read_label_map
+    from medseg.io import read_label_map
 
     if images is not None and len(images) != len(masks):
         raise InputError(

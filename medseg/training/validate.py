@@ -23,8 +23,8 @@ from medseg.config import Config
 from medseg.data.manifest import ManifestEntry
 from medseg.data.preprocess import prepare_inputs, restore_outputs
 from medseg.errors import GeometryError, InputError
-from medseg.train.callbacks import metric_name
-from medseg.train.distributed import DistContext
+from medseg.training.callbacks import metric_name
+from medseg.training.distributed import DistContext
 
 __all__ = ["validate", "aggregate"]
 

@@ -136,7 +136,7 @@ def _unique_names(inputs: Sequence[MaskInput]) -> list[str]:
 def _load(
     inputs: Sequence[MaskInput], label_names: Mapping[int, str] | None, source: Image | None
 ) -> tuple[list[Image], dict[int, str]]:
-    from medseg.labelling.reading import read_label_map
+    from medseg.io import read_label_map
 
     images: list[Image] = []
     names: dict[int, str] = {}

@@ -55,7 +55,7 @@ def read_label_map(
     if not p.exists():
         raise InputError("mask file not found", path=p, hint="check the path")
     if p.is_file() and is_dicom_seg(p):
-        from medseg.export import read_dicom_seg
+        from medseg.io import read_dicom_seg
 
         image, names = read_dicom_seg(p, source, label_names=label_names)
         logger.debug("read DICOM-SEG %s with segments %s", p, names)

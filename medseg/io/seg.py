@@ -4,7 +4,7 @@ Writing (:func:`write_dicom_seg`) builds the SEG straight from the source DICOM 
 label array (never through NIfTI): each source slice (instance, or frame of a multi-frame file)
 gets the label slice at its Image Position (Patient), after checking that every source slice lies
 exactly on a slice of the label :class:`~medseg.image.Image` grid (``GeometryError`` otherwise). One segment per structure, coded with
-:func:`medseg.codes.concept_for`; empty frames are not stored.
+:func:`medseg.structures.concept_for`; empty frames are not stored.
 
 Reading (:func:`read_dicom_seg`) decodes a SEG written by any tool back to a label map on the
 grid of its source image, purely geometrically where the SEG has a frame of reference (so SEGs
@@ -37,10 +37,10 @@ from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 
 from medseg import __version__
-from medseg.codes import concept_for
+from medseg.structures import concept_for
 from medseg.errors import DicomInputError, ExportError, GeometryError, InputError
-from medseg.export._common import present_labels
-from medseg.export.colours import RGB, label_colours
+from medseg.image import present_labels
+from medseg.colours import RGB, label_colours
 from medseg.image import Image, ImageSource
 from medseg.utils import atomic_path
 
@@ -113,7 +113,7 @@ def write_dicom_seg(
             When given, ``labels`` must have its geometry.
         path: output ``.dcm`` file (written atomically; an input file is never overwritten).
         label_names: ``{label value: structure name}``; names are coded with
-            :func:`medseg.codes.concept_for` (e.g. "left lung" = Lung + modifier Left).
+            :func:`medseg.structures.concept_for` (e.g. "left lung" = Lung + modifier Left).
         segmentation_type: ``"BINARY"`` (one 1-bit frame per segment and slice, widest support)
             or ``"LABELMAP"`` (one frame per slice, pixel value = segment number).
         algorithm_name, algorithm_version, model_name: Segmentation Algorithm Identification

@@ -36,7 +36,7 @@ import torch
 from medseg.config import Config, config_to_dict, save_config
 from medseg.data.manifest import ManifestEntry, load_entries
 from medseg.errors import CheckpointError, ConfigError, TrainingError
-from medseg.train.callbacks import (
+from medseg.training.callbacks import (
     Callback,
     CSVLogger,
     ProgressBar,
@@ -45,10 +45,10 @@ from medseg.train.callbacks import (
     metric_columns,
     metric_name,
 )
-from medseg.train.distributed import DistContext, init_distributed
-from medseg.train.optim import build_loss, build_optimizer, build_scheduler
-from medseg.train.preempt import PREEMPT_MARKER, PreemptionHandler, TrainingPreempted
-from medseg.train.state import STATE_FILE, capture_rng, load_state, restore_rng, save_state
+from medseg.training.distributed import DistContext, init_distributed
+from medseg.training.optim import build_loss, build_optimizer, build_scheduler
+from medseg.training.preempt import PREEMPT_MARKER, PreemptionHandler, TrainingPreempted
+from medseg.training.state import STATE_FILE, capture_rng, load_state, restore_rng, save_state
 from medseg.utils import atomic_write_text, resolve_device
 
 __all__ = ["RunResult", "train"]
@@ -170,7 +170,7 @@ def train(config: Config, *, resume: str | PathLike[str] | None = None, callback
         config: the run's configuration (hyper-parameters are config fields).
         resume: a run folder (or its ``state.pt``) to continue, or ``"auto"`` to continue
             ``train.out_dir`` when it holds a run and start fresh otherwise.
-        callbacks: :class:`~medseg.train.callbacks.Callback` instances (called on every rank).
+        callbacks: :class:`~medseg.training.callbacks.Callback` instances (called on every rank).
 
     Launched by ``torchrun`` (``WORLD_SIZE > 1``) every process trains a shard of the data with DDP;
     rank 0 writes the run folder.
@@ -416,7 +416,7 @@ class _Run:
     def _end_epoch(self, *, complete: bool, validate_now: bool, callbacks: list[Callback],
                    tstate: TrainState) -> bool:
         """Validation, metrics row, best/last checkpoints and state; returns True when early stopping fires."""
-        from medseg.train.validate import validate
+        from medseg.training.validate import validate
 
         ctx, t = self.ctx, self.cfg.train
         ctx.broadcast_buffers(self.raw)

@@ -136,7 +136,8 @@ def _predict_case(
     on_prediction: PredictionHook | None = None,
     dicom_source: Any = None,
 ) -> CaseResult:
-    from medseg.export import overlay_png, write_dicom_seg
+    from medseg.io import write_dicom_seg
+    from medseg.export import overlay_png
     from medseg.infer import Predictor, task_for_image
     from medseg.io import read_image, write_image
 
