@@ -156,13 +156,37 @@ class TrainConfig:
 
 @dataclass
 class InferConfig:
+    """How :class:`medseg.infer.Predictor` runs a checkpoint (saved in it; any field may be overridden).
+
+    Fields a checkpoint's ``config.json`` does not name take these defaults, so a new knob reaches
+    the shipped models through its default here.
+    """
+
+    #: network inputs (slices or windows) per forward pass
     batch_size: int = 8
     tta_flip: bool = False
     #: "auto", "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
+    #: overlap of neighbouring windows when ``window`` is ``"sliding"``
     sliding_window_overlap: float = 0.25
     keep_largest: bool = True
     fill_holes: bool = True
+    #: CT in-plane inference grid in mm; 0 = the training grid (``data.spacing_mm``)
+    spacing_mm: float = 0.0
+    #: ``"whole"``: one forward per slice/radiograph on its whole grid (padded to a multiple of 32);
+    #: ``"sliding"``: windows of ``data.image_size`` with ``sliding_window_overlap`` and Gaussian
+    #: blending (MONAI); ``"auto"``: whole when the grid has at most ``max_whole_px`` pixels
+    window: Literal["auto", "whole", "sliding"] = "auto"
+    max_whole_px: int = 1024 * 1024
+    #: CT: axial slices prepared, inferred, restored and labelled together (bounds memory)
+    chunk_slices: int = 32
+    #: ``"auto"``: fp32 on CPU (bf16 autocast measured slower on CPUs without AMX/avx512_bf16),
+    #: fp16 autocast on CUDA; or ``"fp32"``, ``"bf16"``, ``"fp16"`` (autocast)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    #: run the network in channels_last memory format
+    channels_last: bool = True
+    #: ``torch.compile`` the network (pays off only for long runs on a GPU)
+    compile: bool = False
 
 
 @dataclass

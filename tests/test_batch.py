@@ -10,23 +10,14 @@ import pytest
 
 from medseg.infer.batch import discover_cases, predict
 from medseg.cli import main
-from medseg.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_data"
 
 
 @pytest.fixture(scope="module")
-def cxr_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from medseg.models import build_model, save_checkpoint
-
-    cfg = load_config(None, ["model.encoder_weights=none", "data.image_size=[64, 64]"])
-    model = build_model(cfg.model).eval()
-    with torch.no_grad():  # an untrained net predicts background everywhere: bias it towards "right lung"
-        model.segmentation_head[0].bias.copy_(torch.tensor([0.0, 30.0, 0.0]))
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_cxr", model, cfg)
+def cxr_checkpoint(tiny_cxr_checkpoint: Path) -> Path:
+    return tiny_cxr_checkpoint
 
 
 @pytest.fixture()
@@ -83,11 +74,11 @@ def test_shards_partition_the_cases_and_skip_existing(studies: Path, tmp_path: P
 
 def test_cli_predict_exit_codes(studies: Path, tmp_path: Path, cxr_checkpoint: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
-    ok = main(["predict", str(studies / "b.png"), "--out", str(tmp_path / "o1"), "-c", str(cxr_checkpoint),
+    ok = main(["predict", str(studies / "b.png"), "--out", str(tmp_path / "o1"), "-m", str(cxr_checkpoint),
                "--format", "png"])
     assert ok == 0
     assert "summary" in capsys.readouterr().out
-    bad = main(["predict", str(studies), "--out", str(tmp_path / "o2"), "-c", str(cxr_checkpoint)])
+    bad = main(["predict", str(studies), "--out", str(tmp_path / "o2"), "-m", str(cxr_checkpoint)])
     assert bad == 1  # one case failed, the others were written
     assert (tmp_path / "o2" / "cxr" / "seg.dcm").is_file()
     assert main(["predict", str(studies), "--out", str(tmp_path / "o3"), "--format", "jpeg"]) == 2

@@ -41,8 +41,16 @@ def convert_cli(
     """Convert an image between formats (geometry kept in LPS)."""
     from rich.console import Console
 
-    from medseg.io import convert_image
+    from medseg.errors import ExportError
+    from medseg.io import read_image, suffix_of, write_image
 
-    image = convert_image(src, dst, series_uid=series_uid, kind="label" if label else "intensity")
+    image = read_image(src, series_uid=series_uid, kind="label" if label else "intensity")
+    if suffix_of(dst) == ".png" and image.ndim != 2:  # say it about the user's file, before any write
+        raise ExportError(
+            f"a PNG holds one 2-D picture, but {src.name} is a {image.ndim}-D volume {image.shape}",
+            path=dst,
+            hint="convert a volume to .nii.gz, .nii, .mha or .nrrd",
+        )
+    write_image(image, dst)
     spacing = ", ".join(f"{s:.4g}" for s in image.spacing)
     Console().print(f"wrote {dst}: {image.kind} {image.shape}, spacing ({spacing}) mm, {image.orientation}")

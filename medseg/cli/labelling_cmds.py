@@ -49,15 +49,29 @@ def agreement_cli(
     image: Path | None = typer.Option(
         None, "--image", help="The annotated image: puts DICOM-SEGs on its grid; all masks must match it."
     ),
+    consensus_out: Path | None = typer.Option(
+        None,
+        "--consensus-out",
+        help="Save the consensus mask (3+ masks; .nii.gz, .nrrd, .mha, .png, or .dcm with a DICOM --image).",
+    ),
 ) -> None:
     """Agreement between annotators: Dice, HD95 and size difference per structure (+ consensus for 3+)."""
     from rich.table import Table
 
     from medseg.labelling import agreement
+    from medseg.labelling.compare import check_consensus_path
 
     if method not in ("staple", "majority"):
         raise ConfigError(f"unknown --method {method!r}", hint="use staple or majority")
-    report = agreement(masks, labels=_parse_labels(labels), method=method, source=image)  # type: ignore[arg-type]
+    names = _parse_labels(labels)
+    if consensus_out is not None:  # fail before the work, not after it
+        if len(masks) < 3:
+            raise ConfigError(
+                f"--consensus-out needs 3 or more masks, got {len(masks)}",
+                hint="a STAPLE / majority consensus of two raters is not defined here; pass a third mask",
+            )
+        check_consensus_path(consensus_out, [*masks, *([image] if image else [])], source=image)
+    report = agreement(masks, labels=names, method=method, source=image)  # type: ignore[arg-type]
     table = Table(
         "structure",
         "reference",
@@ -87,11 +101,15 @@ def agreement_cli(
         console.print(f"[yellow]note:[/] {note}")
     if out is not None:
         console.print(f"wrote {report.to_csv(out)}")
+    if consensus_out is not None:
+        console.print(f"wrote {report.save_consensus(consensus_out)} ({report.method} consensus)")
 
 
 @app.command("qc")
 def qc_cli(
-    masks: list[Path] = typer.Argument(..., help="Lung label maps to check (PNG, NIfTI, DICOM-SEG, ...)."),
+    masks: list[Path] = typer.Argument(
+        ..., help="Lung label maps to check (PNG, NIfTI, DICOM-SEG, ...), not the images themselves."
+    ),
     image: list[Path] = typer.Option(
         [], "--image", help="CT image of each mask (repeat, same order) for the outside-body check."
     ),

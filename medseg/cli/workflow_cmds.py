@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from medseg.cli._app import app
-from medseg.cli.predict_cmds import _parse_shard
+from medseg.cli.helpers import parse_shard
 
 al_app = typer.Typer(help="Active learning: pick the next cases to annotate.", no_args_is_help=True)
 app.add_typer(al_app, name="al")
@@ -17,7 +17,7 @@ app.add_typer(al_app, name="al")
 def prelabel_cli(
     inputs: list[Path] = typer.Argument(..., help="Folder(s) of studies, DICOM folders or image files."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: per-case SEG/overlay + worklist.csv."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Model (default: shipped, by modality)."),
+    checkpoint: Path | None = typer.Option(None, "--model", "-m", "--checkpoint", help="Checkpoint folder or a file in it (default: shipped, by modality)."),
     shard: str | None = typer.Option(None, "--shard", help="i/n for SLURM array jobs."),
     skip_existing: bool = typer.Option(False, "--skip-existing"),
     no_tta: bool = typer.Option(False, "--no-tta", help="No flip TTA (faster; uncertainty from entropy only)."),
@@ -25,7 +25,7 @@ def prelabel_cli(
     """Pre-label studies for review (DICOM-SEG + overlay) and rank them in worklist.csv, most worth a look first."""
     from medseg.labelling import prelabel
 
-    res = prelabel(inputs, out, checkpoint=checkpoint, shard=_parse_shard(shard), skip_existing=skip_existing,
+    res = prelabel(inputs, out, checkpoint=checkpoint, shard=parse_shard(shard), skip_existing=skip_existing,
                    tta_flip=not no_tta)
     for i, row in enumerate(res.worklist[:10], 1):
         typer.echo(f"{i:3d}. {row['case']:30s} {row['status']:6s} flags={len(row['qc_flags'])} "
@@ -38,7 +38,7 @@ def prelabel_cli(
 def al_select_cli(
     pool: list[Path] = typer.Option(..., "--pool", help="Unlabelled studies (folders or files)."),
     k: int = typer.Option(..., "--k", help="How many cases to pick."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Current model (default: shipped)."),
+    checkpoint: Path | None = typer.Option(None, "--model", "-m", "--checkpoint", help="Current model (default: shipped)."),
     diversity: float = typer.Option(0.0, "--diversity", help="0 = most uncertain; up to 1 = spread out picks."),
     exclude: list[Path] = typer.Option([], "--exclude", help="Already labelled: a manifest CSV or paths."),
     out: Path = typer.Option(Path("selection.csv"), "--out", "-o", help="CSV of picked cases."),

@@ -32,6 +32,11 @@ added: the network is applied with a sliding window of ``data.image_size`` (whic
 including background) on the prepared grid and returns float32 ``(K, y, x)`` for a radiograph or
 ``(K, z, y, x)`` for CT on the input grid (linear interpolation; MONAI ``Resize``).
 
+Streaming (the Predictor): :func:`prepare_slab` builds the CT inputs of slices ``z0:z1`` only, equal to
+``prepare_inputs(image, cfg).tensor[z0:z1]`` (every step works per axial slice), on an optional
+inference grid (``infer.spacing_mm``); :func:`upsample_probabilities` is the per-slab
+``restore_outputs`` (same bilinear interpolation, on any device).
+
 Training uses the same steps: :func:`unit_inputs` (steps before normalisation) is cached, random
 augmentation happens on the [0, 1] image, and :func:`normalize` is applied last.
 :func:`prepare_label` brings a label map onto the prepared grid (nearest neighbour).
@@ -61,6 +66,8 @@ __all__ = [
     "context_stack",
     "prepare_label",
     "ct_grid_shape",
+    "prepare_slab",
+    "upsample_probabilities",
 ]
 
 
@@ -120,10 +127,13 @@ def _image_size(cfg: Config) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def ct_grid_shape(image: Image, cfg: Config) -> tuple[int, int]:
-    """In-plane shape ``(H', W')`` of a CT volume after resampling to ``data.spacing_mm`` (0 = native)."""
+def ct_grid_shape(image: Image, cfg: Config, spacing_mm: float | None = None) -> tuple[int, int]:
+    """In-plane shape ``(H', W')`` of a CT volume after resampling to ``spacing_mm``.
+
+    ``spacing_mm=None`` uses ``data.spacing_mm`` (the training grid); 0 keeps the native grid.
+    """
     y, x = image.shape[1], image.shape[2]
-    target = float(cfg.data.spacing_mm)
+    target = float(cfg.data.spacing_mm if spacing_mm is None else spacing_mm)
     if target <= 0:
         return y, x
     sx, sy = image.spacing[0], image.spacing[1]
@@ -164,7 +174,7 @@ def unit_inputs(image: Image, cfg: Config) -> tuple[torch.Tensor, tuple[int, int
         ``(tensor, grid_shape)`` with tensor ``(1, H, W)`` for a radiograph or ``(Z, H', W')`` for CT
         (axial slices in array order), float32 in [0, 1].
     """
-    from monai.transforms import ScaleIntensityRange, ScaleIntensityRangePercentiles
+    from monai.transforms import ScaleIntensityRangePercentiles
 
     _check_image(image, cfg)
     arr = torch.from_numpy(np.asarray(image.array, dtype=np.float32).copy())
@@ -176,12 +186,19 @@ def unit_inputs(image: Image, cfg: Config) -> tuple[torch.Tensor, tuple[int, int
         scaled = ScaleIntensityRangePercentiles(lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True)(arr[None])
         size = _image_size(cfg)
         return _resize(_plain(scaled), size, "bilinear"), size
+    grid = ct_grid_shape(image, cfg)
+    return _ct_unit(arr, cfg, grid), grid
+
+
+def _ct_unit(arr: torch.Tensor, cfg: Config, grid: tuple[int, int]) -> torch.Tensor:
+    """CT steps 1-2 on slices ``(n, y, x)`` (HU, float32) -> ``(n, H', W')`` in [0, 1]; per slice."""
+    from monai.transforms import ScaleIntensityRange
+
     lo, hi = (float(v) for v in cfg.data.hu_window)
     if not hi > lo:
         raise ConfigError(f"must be [low, high] HU with high > low, got {[lo, hi]}", path="data.hu_window")
     unit = _plain(ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(arr))
-    grid = ct_grid_shape(image, cfg)
-    return _resize(unit, grid, "bilinear"), grid
+    return _resize(unit, grid, "bilinear")
 
 
 def normalize(x: torch.Tensor, cfg: Config) -> torch.Tensor:
@@ -226,6 +243,54 @@ def prepare_inputs(image: Image, cfg: Config) -> Prepared:
         x = context_stack(unit, int(cfg.data.context_slices))
     tensor = normalize(x, cfg).contiguous()
     return Prepared(tensor=tensor, task=cfg.data.task, input_shape=image.shape, grid_shape=grid)
+
+
+def prepare_slab(
+    image: Image,
+    cfg: Config,
+    z0: int,
+    z1: int,
+    *,
+    grid: tuple[int, int] | None = None,
+    check: bool = True,
+) -> torch.Tensor:
+    """CT network inputs of axial slices ``z0 .. z1-1`` only: float32 ``(z1 - z0, k, H', W')``.
+
+    Equal to ``prepare_inputs(image, cfg).tensor[z0:z1]`` when ``grid`` is the training grid
+    (:func:`ct_grid_shape`): every step works per slice, so only the slab and its ``k // 2``
+    neighbours on each side are converted (edge slices replicated at the volume's ends, as in
+    :func:`context_stack`). ``grid`` ``(H', W')`` sets another in-plane inference grid; the Predictor
+    streams a volume through this in chunks so memory does not grow with the number of slices.
+    ``check=False`` skips the whole-volume input checks (done once by the caller).
+    """
+    if cfg.data.task != "ct":
+        raise ConfigError("prepare_slab is for CT volumes", path="data.task", hint="use prepare_inputs")
+    if check:
+        _check_image(image, cfg)
+    z_count = image.shape[0]
+    if not 0 <= z0 < z1 <= z_count:
+        raise InputError(f"slab {z0}:{z1} outside the volume's {z_count} slices")
+    k = int(cfg.data.context_slices)
+    if k < 1 or k % 2 != 1:
+        raise ConfigError(f"must be odd and >= 1, got {k}", path="data.context_slices")
+    lo, hi = max(0, z0 - k // 2), min(z_count, z1 + k // 2)
+    arr = torch.from_numpy(np.asarray(image.array[lo:hi], dtype=np.float32))
+    unit = _ct_unit(arr, cfg, grid or ct_grid_shape(image, cfg))
+    offsets = torch.arange(k) - k // 2
+    neighbours = (torch.arange(z0, z1)[:, None] + offsets[None, :]).clamp(0, z_count - 1) - lo
+    return normalize(unit[neighbours], cfg).contiguous()
+
+
+def upsample_probabilities(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Class probabilities ``(N, K, H, W)`` -> ``(N, K, *size)``, on their own device and dtype.
+
+    The interpolation of :func:`restore_outputs` (bilinear, ``align_corners=False``, no
+    anti-aliasing: identical to MONAI ``Resize(mode="bilinear")``), without the copy to the CPU,
+    so a GPU restores on the GPU.
+    """
+    if tuple(probs.shape[-2:]) == tuple(size):
+        return probs
+    return torch.nn.functional.interpolate(probs, size=size, mode="bilinear", align_corners=False)
 
 
 def prepare_label(label: Image, prepared: Prepared) -> torch.Tensor:

@@ -32,6 +32,8 @@ from scipy import ndimage
 from medseg.detect.candidates import Detection, detect_candidates, write_candidates_csv
 from medseg.errors import GeometryError, InputError, ModelError
 from medseg.image import Image
+from medseg.structures import LabelMap, parse_structure
+from medseg.export.outputs import CaseContext, OutputSpec, register_output
 from medseg.infer.predictor import Prediction, Predictor
 
 __all__ = ["NoduleResult", "detect_nodules", "write_nodule_outputs", "OUTPUT_FILES"]
@@ -74,8 +76,11 @@ class NoduleResult:
         return self.prediction.labels.with_array(out, kind="label"), names
 
 
-def _label_values(names: dict[int, str], wanted: set[str]) -> dict[int, str]:
-    return {v: n for v, n in names.items() if n.strip().lower() in wanted}
+def _label_values(names: dict[int, str], organ_name: str) -> dict[int, str]:
+    """Label values whose structure is ``organ_name``'s organ, any side, any spelling."""
+    organ = parse_structure(organ_name).organ
+    structures = LabelMap.coerce(names)
+    return {v: names[v] for v, s in structures.items() if s.organ == organ}
 
 
 def _touching_lung(fg: np.ndarray, lung: np.ndarray, image: Image, margin_mm: float) -> np.ndarray:
@@ -160,7 +165,7 @@ def detect_nodules(
     if not 0.0 < threshold <= 1.0:
         raise InputError(f"threshold must be in (0, 1], got {threshold}", hint="e.g. --threshold 0.5")
     names = predictor.label_names
-    nodules = _label_values(names, {nodule_label.strip().lower()})
+    nodules = _label_values(names, nodule_label)
     if len(nodules) != 1:
         raise ModelError(
             f"the model has {'no label' if not nodules else 'several labels'} named {nodule_label!r} (labels {names})",
@@ -169,8 +174,7 @@ def detect_nodules(
     nodule_value = next(iter(nodules))
     lung_labels: dict[int, str] = {}
     if lung_label is not None:
-        base = lung_label.strip().lower()
-        lung_labels = _label_values(names, {base, f"right {base}", f"left {base}"})
+        lung_labels = _label_values(names, lung_label)
         if not lung_labels:
             raise ModelError(
                 f"the model has no label named {lung_label!r} (or right/left {lung_label!r}); labels {names}",
@@ -263,9 +267,7 @@ def write_nodule_outputs(
         GeometryError: ``image`` is not the CT the result was computed on.
         ExportError: a DICOM writer failed.
     """
-    from medseg.io import write_dicom_seg
-    from medseg.detect import write_nodule_sr
-    from medseg.export import overlay_png
+    from medseg.export.outputs import CaseContext, write_case_outputs
 
     if not result.nodule_components.same_geometry(image, atol=1e-3):
         raise GeometryError(
@@ -274,29 +276,39 @@ def write_nodule_outputs(
             hint="pass the CT given to detect_nodules",
         )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    uid = _series_name(image, seriesuid)
-    written["csv"] = write_candidates_csv(out / OUTPUT_FILES["csv"], uid, result.detections)
-
     labels, names = result.segmentation()
-    has_nodule = bool(np.any(np.asarray(labels.array) == result.nodule_value))
-    if image.source.is_dicom:
-        if np.any(np.asarray(labels.array)):
-            written["seg"] = write_dicom_seg(
-                labels, image, out / OUTPUT_FILES["seg"], label_names=names,
-                algorithm_name="medseg nodule detection", series_description="medseg lung + nodules",
-            )
-        else:
-            log.warning("%s: no lung and no nodule predicted; no DICOM-SEG written", image.source.path)
-        if result.detections:
-            seg_ref = written.get("seg") if has_nodule else None
-            written["sr"] = write_nodule_sr(result.detections, image, out / OUTPUT_FILES["sr"], seg=seg_ref)
-        else:
-            log.info("%s: no nodule found; no SR written (TID 1500 needs a finding)", image.source.path)
-    else:
+    if not image.source.is_dicom:
         log.info("%s is not DICOM: no DICOM-SEG/SR (they must reference the DICOM series)", image.source.path)
+    ctx = CaseContext(
+        image=image, labels=labels, label_names=names, dicom_source=image if image.source.is_dicom else None,
+        protect=tuple(Path(p) for p in image.source.files),
+        extra={"detections": result.detections, "seriesuid": _series_name(image, seriesuid),
+               "nodule_value": result.nodule_value, "overlay_view": _overlay_crop(image, labels, result),
+               "seg_options": {"algorithm_name": "medseg nodule detection",
+                               "series_description": "medseg lung + nodules"}},
+    )
+    formats = ["candidates", "seg", "sr", "overlay"] if image.source.is_dicom else ["candidates", "overlay"]
+    written = write_case_outputs(ctx, out, out.name, formats, layout="case")
+    return {("csv" if k == "candidates" else k): v for k, v in written.items()}
 
-    shown, shown_labels = _overlay_crop(image, labels, result)
-    written["overlay"] = overlay_png(shown, shown_labels, out / OUTPUT_FILES["overlay"], label_names=names)
-    return written
+
+def _write_candidates(ctx: CaseContext, path: Path) -> Path | None:
+    return write_candidates_csv(path, ctx.extra["seriesuid"], ctx.extra.get("detections", []))
+
+
+def _write_sr(ctx: CaseContext, path: Path) -> Path | None:
+    from medseg.detect.sr import write_nodule_sr
+
+    detections = ctx.extra.get("detections", [])
+    if ctx.dicom_source is None or not detections:
+        log.info("%s: no nodule found; no SR written (TID 1500 needs a finding)", ctx.image.source.path)
+        return None
+    has_nodule = bool(np.any(np.asarray(ctx.labels.array) == ctx.extra.get("nodule_value", -1)))
+    return write_nodule_sr(detections, ctx.dicom_source, path, seg=ctx.written.get("seg") if has_nodule else None)
+
+
+# detection's own case outputs, in the one table (written after seg: the SR refers to it)
+register_output(OutputSpec("candidates", "LUNA16 candidates CSV (seriesuid, coordX/Y/Z mm LPS, probability)",
+                           lambda k: OUTPUT_FILES["csv"] if k.ndim == 3 else None, _write_candidates))
+register_output(OutputSpec("sr", "TID 1500 DICOM SR: one finding per nodule, referring to the SEG",
+                           lambda k: OUTPUT_FILES["sr"] if k.dicom and k.ndim == 3 else None, _write_sr))

@@ -37,6 +37,7 @@ __all__ = ["write_nodule_sr", "SEGMENTATION_STORAGE"]
 
 log = logging.getLogger(__name__)
 
+#: SOP Class UID of Segmentation Storage (BINARY); LABELMAP SEGs (``...66.7``) are accepted too.
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 _NODULE_SCT = "27925004"
 
@@ -56,9 +57,12 @@ def _load_seg(seg: str | PathLike[str] | pydicom.Dataset) -> pydicom.Dataset:
         except Exception as e:  # pydicom raises several types for non-DICOM files
             raise InputError(f"not a readable DICOM file ({e})", path=p) from e
         where = p
-    if str(getattr(ds, "SOPClassUID", "")) != SEGMENTATION_STORAGE:
+    from medseg.io.dicom import SEG_SOP_CLASSES
+
+    if str(getattr(ds, "SOPClassUID", "")) not in SEG_SOP_CLASSES:
         raise InputError(
-            f"not a Segmentation Storage object (SOPClassUID {getattr(ds, 'SOPClassUID', None)})",
+            f"not a DICOM-SEG (Segmentation or Label Map Segmentation Storage; SOPClassUID "
+            f"{getattr(ds, 'SOPClassUID', None)})",
             path=str(where),
             hint="pass the DICOM-SEG file",
         )
@@ -239,9 +243,13 @@ def write_nodule_sr(
         imaging_measurements=groups,
         title=codes.DCM.ImagingMeasurementReport,
     )
+    from medseg.io.seg import specific_character_set, with_type2_attributes
+
+    evidence[0] = with_type2_attributes(evidence[0])
     try:
         sr = hd.sr.Comprehensive3DSR(
             evidence=evidence,
+            specific_character_set=specific_character_set(evidence[0]),
             content=report,
             series_instance_uid=generate_uid(),
             series_number=series_number,
@@ -252,7 +260,12 @@ def write_nodule_sr(
             is_complete=True,
         )
     except (ValueError, TypeError, AttributeError) as e:
-        raise ExportError(f"highdicom could not build the SR ({e})", path=path) from e
+        log.debug("%s: highdicom refused the SR: %s: %s", path, type(e).__name__, e)
+        raise ExportError(
+            f"the CT's DICOM headers do not allow a DICOM SR to be built ({type(e).__name__} in highdicom)",
+            path=path,
+            hint="check the CT series with `dciodvfy` and export it again from the PACS",
+        ) from e
     out = Path(path)
     protect = tuple(Path(f) for f in source.source.files)
     with atomic_path(out, protect=protect) as tmp:

@@ -1,15 +1,15 @@
-"""Case outputs beyond the DICOM formats: PNG overlays, mask files and the table of case outputs.
+"""Case outputs beyond the file formats: PNG overlays and the one table of case outputs.
 
 * :func:`overlay_png` - contours over the image (CXR) or an axial montage + coronal view (CT).
-* :func:`write_mask` - label maps as NIfTI / MetaImage / NRRD / PNG.
-* :mod:`medseg.export.outputs` - the one table of what a case writes (SEG, mask, overlay, SR, ...),
-  used by ``predict``, ``prelabel``, ``detect`` and ``autolabel`` alike.
+* :mod:`medseg.export.outputs` - what a case writes (SEG, mask, overlay, SR, candidates, ...), where
+  (folder or flat layout) and when a case is complete; used by ``predict``, ``prelabel`` and
+  ``detect`` alike.
 
-DICOM-SEG reading and writing is a format and lives in :mod:`medseg.io` (``read_dicom_seg``,
-``write_dicom_seg``); structure colours live in :mod:`medseg.colours`.
+File formats (DICOM-SEG, NIfTI, PNG label maps, ...) are read and written by :mod:`medseg.io`;
+structure colours live in :mod:`medseg.colours`.
 """
 
-from medseg.export.masks import write_mask
+from medseg.export.outputs import OUTPUTS, OutputSpec, register_output
 from medseg.export.overlay import overlay_png
 
-__all__ = ["write_mask", "overlay_png"]
+__all__ = ["overlay_png", "OUTPUTS", "OutputSpec", "register_output"]

@@ -128,6 +128,8 @@ def _rgb01(rgb: RGB) -> tuple[float, float, float]:
 def _draw_contours(
     ax: Axes, label_slice: np.ndarray, values: list[int], colour_of: dict[int, RGB], width: float
 ) -> None:
+    if min(label_slice.shape) < 2:  # a one-slice CT has a one-row coronal view: nothing to outline
+        return
     for v in values:
         mask = label_slice == v
         if mask.any() and not mask.all():

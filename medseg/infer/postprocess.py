@@ -4,6 +4,14 @@ Hand-written on scipy.ndimage (MONAI's ``KeepLargestConnectedComponent``/``FillH
 tensors per class but know nothing about anatomy): keep the largest component of each lung, fill
 holes, and make "left lung" lie on the patient's left (+x in LPS; for a radiograph shown PA, the
 image's right-hand side unless the DICOM PatientOrientation says otherwise).
+
+Radiographs also get an anatomy rule (``anatomy=True``, the default): **no lung in gas below the
+diaphragm**. A network that has seen few films labels the gastric bubble / colon gas under the left
+hemidiaphragm as lung, because it is as dark as aerated lung. In the image such a pocket is dark
+air separated from the aerated lung above it by bright tissue (the diaphragm and the stomach wall):
+inside the predicted lung, after smoothing, it is a dark component of its own lying directly below
+the main aerated region. Those pockets, and the bright band above them, are removed column by
+column (see :func:`remove_subdiaphragmatic_gas`).
 """
 
 from __future__ import annotations
@@ -18,7 +26,13 @@ from medseg.structures import LabelMap
 
 log = logging.getLogger(__name__)
 
-__all__ = ["postprocess_labels", "lung_side_labels", "patient_left_sign", "summarise_labels"]
+__all__ = [
+    "postprocess_labels",
+    "lung_side_labels",
+    "patient_left_sign",
+    "summarise_labels",
+    "remove_subdiaphragmatic_gas",
+]
 
 
 def lung_side_labels(label_names: LabelMap | dict[int, str]) -> tuple[int | None, int | None]:
@@ -41,6 +55,85 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(mask).astype(bool)
 
 
+def _grey(image: Image) -> np.ndarray:
+    """The radiograph as float32 ``(y, x)``, scaled to [0, 1] between its 1st and 99th percentiles."""
+    arr = np.asarray(image.array, dtype=np.float32)
+    if arr.ndim == 3:  # (y, x, channels) picture
+        arr = arr.mean(axis=-1)
+    lo, hi = np.percentile(arr[:: max(1, arr.shape[0] // 512), :: max(1, arr.shape[1] // 512)], [1.0, 99.0])
+    return np.clip((arr - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0)
+
+
+def _feet_down(image: Image) -> bool:
+    """False only when the DICOM PatientOrientation says the rows run towards the head (film upside down)."""
+    if not image.source.datasets:
+        return True
+    value = getattr(image.source.datasets[0], "PatientOrientation", None)
+    if not value or len(value) < 2 or not str(value[1]).strip():
+        return True
+    return str(value[1]).strip()[0].upper() != "H"
+
+
+def remove_subdiaphragmatic_gas(
+    mask: np.ndarray,
+    other: np.ndarray,
+    grey: np.ndarray,
+    *,
+    contrast: float = 0.6,
+    base_level: float = 0.8,
+) -> np.ndarray:
+    """Cut gas below the diaphragm out of one lung mask of a frontal radiograph.
+
+    Args:
+        mask: bool ``(y, x)``, one lung (rows run head -> feet).
+        other: bool ``(y, x)``, the other lung (its extent gives the level of the diaphragm).
+        grey: float ``(y, x)`` image in [0, 1], larger = denser (brighter on film).
+        contrast: bright threshold between aerated lung (25th percentile inside ``mask``) and soft
+            tissue (90th percentile of the lungs' bounding box outside the lungs), as a fraction.
+        base_level: only rows below this fraction of the other lung's height (from its apex) are
+            searched: the diaphragm lies at the level of the lung bases.
+
+    Returns the cleaned mask (bool). Per column, below ``base_level``: where the smoothed image
+    inside ``mask`` turns bright (above the threshold for at least 0.5 % of the image height: the
+    diaphragm / stomach wall) **and** darker pixels of ``mask`` follow further down (gas: the
+    stomach bubble or colon), everything of ``mask`` from the bright band down is removed. A base
+    that stays bright to the bottom of the mask (dense basal opacity, effusion) has no gas below and
+    is kept.
+    """
+    if mask.sum() < 100 or other.sum() < 100:
+        return mask
+    h = mask.shape[0]
+    smooth = ndimage.gaussian_filter(grey, sigma=max(1.0, 0.004 * h))
+    air = float(np.percentile(smooth[mask], 25))
+    rows, cols = np.nonzero(mask | other)
+    box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+    outside = ~(mask | other)[box]
+    if outside.sum() < 100:
+        return mask
+    tissue = float(np.percentile(smooth[box][outside], 90))
+    if tissue - air < 0.1:  # no usable contrast (flat or inverted picture)
+        return mask
+    thr = air + contrast * (tissue - air)
+    o_rows = np.flatnonzero(other.any(axis=1))
+    level = int(o_rows[0] + base_level * (o_rows[-1] - o_rows[0]))
+    run = max(2, int(round(0.005 * h)))
+    search = np.zeros_like(mask)
+    search[level:] = mask[level:]
+    bright = ndimage.binary_opening(search & (smooth > thr), structure=np.ones((run, 1), bool))
+    dark = search & (smooth <= thr)
+    row_idx = np.arange(h)[:, None]
+    first_bright = np.where(bright, row_idx, h).min(axis=0)
+    # darker mask pixels below the band (the band itself excluded): gas under the diaphragm
+    below = dark & (row_idx >= first_bright[None, :] + run)
+    gas_cols = below.sum(axis=0) >= run
+    out = mask.copy()
+    cut = gas_cols[None, :] & (row_idx >= first_bright[None, :])
+    out &= ~cut
+    if cut.any():
+        log.debug("cut %d px of gas below the diaphragm in %d columns", int((mask & cut).sum()), int(gas_cols.sum()))
+    return out
+
+
 def postprocess_labels(
     labels: np.ndarray,
     image: Image,
@@ -48,14 +141,16 @@ def postprocess_labels(
     *,
     keep_largest: bool = True,
     fill_holes: bool = True,
+    anatomy: bool = True,
 ) -> np.ndarray:
     """Clean an argmax label map on the image grid (same shape as ``image.array``).
 
     Lungs: the union of the lung labels is split into its two largest components (when the second
     is at least 5% of the first); each is named left/right by the side of the patient it lies on.
-    When the lungs touch (one component), the model's own left/right voxels are kept. Then each
-    lung keeps its largest component and holes are filled. Other labels (e.g. nodules) are left
-    as predicted.
+    When the lungs touch (one component), the model's own left/right voxels are kept. With
+    ``anatomy`` (radiographs only: 2-D, rows running head -> feet) gas pockets below the diaphragm
+    are removed from each lung (:func:`remove_subdiaphragmatic_gas`). Then each lung keeps its
+    largest component and holes are filled. Other labels (e.g. nodules) are left as predicted.
     """
     out = labels.copy()
     structures = LabelMap.coerce(label_names)
@@ -75,6 +170,13 @@ def postprocess_labels(
             # voxels of the union outside the two main components keep their predicted label
             rest = union & (out == 0)
             out[rest] = relabelled[rest]
+    if anatomy and labels.ndim == 2 and right is not None and left is not None and _feet_down(image):
+        grey = _grey(image)
+        if grey.shape == labels.shape:
+            for v, o in ((right, left), (left, right)):
+                mask = out == v
+                cleaned = remove_subdiaphragmatic_gas(mask, out == o, grey)
+                out[mask & ~cleaned] = 0
     for v in structures.lung_values():
         mask = out == v
         if not mask.any():

@@ -1,16 +1,38 @@
 """The :class:`Predictor`: a checkpoint folder + an :class:`~medseg.image.Image` -> a :class:`Prediction`.
 
-It uses the checkpoint's own preprocessing (:func:`medseg.data.preprocess.prepare_inputs`, the very
-function training validates with), runs the network with MONAI's ``SlidingWindowInferer`` (windows
-of the training size; an image smaller than that is padded, a larger one tiled), optionally
-averages a left-right flip (test-time augmentation), maps probabilities back onto the input's exact
-grid and post-processes the labels (:mod:`medseg.infer.postprocess`).
+It uses the checkpoint's own preprocessing (:mod:`medseg.data.preprocess`, the very functions
+training validates with) and costs little more than one network pass per slice:
+
+* **Grid and windows** (``infer.*``, see :class:`~medseg.config.InferConfig`): a CT slice is
+  resampled to ``infer.spacing_mm`` (0 = the training spacing ``data.spacing_mm``) and, by default,
+  the whole slice goes through the network in one forward (padded to a multiple of 32; the U-Net is
+  fully convolutional) instead of overlapping ``data.image_size`` windows with Gaussian blending
+  (``infer.window="sliding"`` keeps MONAI's ``SlidingWindowInferer``). A radiograph is resized to
+  ``data.image_size``, i.e. one window.
+* **Streaming**: a CT volume goes through in chunks of ``infer.chunk_slices`` axial slices:
+  prepare (:func:`~medseg.data.preprocess.prepare_slab`), infer (batches of ``infer.batch_size``),
+  restore onto the input grid (bilinear, on the network's device), argmax to uint8 labels and
+  accumulate the uncertainty summary. Full-resolution float32 probabilities of every class for the
+  whole volume exist only when asked for (``predict(image, return_probabilities=True)``); memory
+  does not grow with the number of slices beyond the uint8 label map.
+* **Precision** (``infer.precision="auto"``): fp32 on CPU (bf16 autocast was measured 2-4x slower
+  on CPUs without AMX/avx512_bf16; see docs/benchmarks.md), fp16 autocast on CUDA; channels_last
+  memory format; ``torch.inference_mode``; optional ``torch.compile`` (``infer.compile``).
+* Optional left-right flip test-time augmentation, then post-processing of the labels
+  (:mod:`medseg.infer.postprocess`).
+
+Progress: ``Predictor(..., progress=fn)`` (or ``predict(..., progress=fn)``) calls
+``fn(done_slices, total_slices)`` after every chunk (``(1, 1)`` for a radiograph), and the
+``medseg.infer.predictor`` logger writes a line at every quarter of a large volume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from os import PathLike
@@ -21,19 +43,21 @@ import numpy as np
 import torch
 
 from medseg.config import Config
-from medseg.errors import CheckpointError, InputError
-from medseg.structures import LabelMap
+from medseg.errors import CheckpointError, ConfigError, InputError
 from medseg.image import Image
 from medseg.infer.postprocess import postprocess_labels, summarise_labels
-from medseg.metrics import case_uncertainty
+from medseg.structures import LabelMap
 from medseg.utils import resolve_device
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Prediction", "Predictor", "shipped_checkpoint", "SHIPPED_MODELS"]
+__all__ = ["Prediction", "Predictor", "ProgressHook", "shipped_checkpoint", "SHIPPED_MODELS"]
 
 #: shipped checkpoint folder (inside ``medseg/weights``) per task
 SHIPPED_MODELS = {"cxr": "cxr_lung", "ct": "ct_lung"}
+
+#: ``progress(done, total)``: axial slices done out of the volume's total (``(1, 1)`` for a radiograph)
+ProgressHook = Callable[[int, int], None]
 
 
 def shipped_checkpoint(task: str) -> Path:
@@ -56,28 +80,71 @@ def task_for_image(image: Image) -> str:
     return "ct" if image.ndim == 3 else "cxr"
 
 
-@dataclass
 class Prediction:
     """The result of :meth:`Predictor.predict`.
 
     Attributes:
         labels: label ``Image`` on the input's exact geometry (same shape and affine).
         probabilities: float32 ``(K, *image.shape)`` class probabilities (K includes background).
+            Computed during the prediction only with ``predict(..., return_probabilities=True)``;
+            otherwise the first access runs the prediction again to produce them (logged), so
+            callers that need them should ask up front.
         label_names: label value -> structure name.
         summary: per structure: ``voxels``, ``components`` and ``volume_ml`` (3-D) or ``area_cm2``
             (2-D with known spacing; ``area_px`` otherwise).
-        uncertainty: :func:`medseg.metrics.case_uncertainty` of the output: normalised mean
-            entropy (``entropy``, ``entropy_fg``) and, with flip TTA, ``tta_disagreement`` (1 - Dice
-            of the plain and the flipped prediction); ``uncertainty`` is the ranking score in [0, 1].
+        uncertainty: the values of :func:`medseg.metrics.case_uncertainty` of the output (computed
+            streaming, chunk by chunk): normalised mean entropy (``entropy``, ``entropy_fg``) and,
+            with flip TTA, ``tta_disagreement`` (1 - Dice of the plain and the flipped prediction)
+            and ``tta_prob_diff``; ``uncertainty`` is the ranking score in [0, 1].
         seconds: wall time of the prediction.
     """
 
-    labels: Image
-    probabilities: np.ndarray
-    label_names: dict[int, str]
-    summary: dict[str, dict[str, float]]
-    uncertainty: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
+    def __init__(
+        self,
+        labels: Image,
+        probabilities: np.ndarray | None = None,
+        label_names: dict[int, str] | None = None,
+        summary: dict[str, dict[str, float]] | None = None,
+        uncertainty: dict[str, float] | None = None,
+        seconds: float = 0.0,
+        *,
+        compute_probabilities: Callable[[], np.ndarray] | None = None,
+    ) -> None:
+        self.labels = labels
+        self._probabilities = probabilities
+        self._compute_probabilities = compute_probabilities
+        self.label_names = dict(label_names or {})
+        self.summary = dict(summary or {})
+        self.uncertainty = dict(uncertainty or {})
+        self.seconds = seconds
+
+    @property
+    def has_probabilities(self) -> bool:
+        """Whether the probabilities are already at hand (no second pass on access)."""
+        return self._probabilities is not None
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        if self._probabilities is None:
+            if self._compute_probabilities is None:
+                raise InputError(
+                    "this prediction holds no probabilities",
+                    hint="call Predictor.predict(image, return_probabilities=True)",
+                )
+            log.info("probabilities were not kept: predicting again to produce them "
+                     "(pass return_probabilities=True to avoid the second pass)")
+            self._probabilities = self._compute_probabilities()
+            self._compute_probabilities = None
+        return self._probabilities
+
+    @probabilities.setter
+    def probabilities(self, value: np.ndarray) -> None:
+        self._probabilities = value
+        self._compute_probabilities = None
+
+    def __repr__(self) -> str:
+        return (f"Prediction(labels={self.labels!r}, label_names={self.label_names!r}, "
+                f"uncertainty={self.uncertainty!r}, seconds={self.seconds:.3f})")
 
 
 def _swap_left_right(probs: torch.Tensor, label_names: LabelMap | dict[int, str]) -> torch.Tensor:
@@ -85,15 +152,75 @@ def _swap_left_right(probs: torch.Tensor, label_names: LabelMap | dict[int, str]
     return probs[:, LabelMap.coerce(label_names).mirror_permutation(probs.shape[1])]
 
 
+@dataclass
+class _UncertaintyStats:
+    """Streaming sums behind :func:`medseg.metrics.case_uncertainty` (same definitions, summed per chunk).
+
+    Hand-written because ``case_uncertainty`` needs the whole ``(K, ...)`` probability volume at
+    once; here each restored chunk ``(n, K, y, x)`` is added and dropped.
+    """
+
+    k: int
+    tta: bool
+    voxels: int = 0
+    entropy: float = 0.0
+    fg_voxels: int = 0
+    fg_entropy: float = 0.0
+    prob_diff: float = 0.0
+    size_a: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    size_b: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    overlap: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __post_init__(self) -> None:
+        self.size_a, self.size_b, self.overlap = (np.zeros(self.k, np.int64) for _ in range(3))
+
+    def add(self, probs: torch.Tensor, flipped: torch.Tensor | None = None) -> None:
+        """``probs`` (and the flipped-back TTA ``flipped``): ``(n, K, y, x)`` float probabilities."""
+        p = probs.float()
+        ent = -torch.special.xlogy(p, p).sum(dim=1) / math.log(self.k)  # (n, y, x); 0 log 0 = 0
+        arg = p.argmax(dim=1)
+        fg = arg != 0
+        self.voxels += ent.numel()
+        self.entropy += float(ent.sum(dtype=torch.float64))
+        self.fg_voxels += int(fg.sum())
+        self.fg_entropy += float(ent[fg].sum(dtype=torch.float64))
+        if flipped is None:
+            return
+        q = flipped.float()
+        arg_b = q.argmax(dim=1)
+        self.prob_diff += float((0.5 * (p - q).abs().sum(dim=1)).sum(dtype=torch.float64))
+        for c in range(1, self.k):
+            a, b = arg == c, arg_b == c
+            self.size_a[c] += int(a.sum())
+            self.size_b[c] += int(b.sum())
+            self.overlap[c] += int((a & b).sum())
+
+    def result(self) -> dict[str, float]:
+        out = {
+            "entropy": self.entropy / max(1, self.voxels),
+            "entropy_fg": self.fg_entropy / self.fg_voxels if self.fg_voxels else 0.0,
+        }
+        if not self.tta:
+            out["uncertainty"] = out["entropy_fg"]
+            return out
+        present = [c for c in range(1, self.k) if self.size_a[c] + self.size_b[c] > 0]
+        dices = [2.0 * self.overlap[c] / (self.size_a[c] + self.size_b[c]) for c in present]
+        out["tta_disagreement"] = float(1.0 - np.mean(dices)) if dices else 0.0
+        out["tta_prob_diff"] = self.prob_diff / max(1, self.voxels)
+        out["uncertainty"] = 0.5 * (out["entropy_fg"] + out["tta_disagreement"])
+        return out
+
+
 class Predictor:
     """Segment images with a trained medseg checkpoint.
 
     Args:
         model: the network (``(B, C, H, W) -> (B, K, H, W)`` logits).
-        config: the checkpoint's :class:`~medseg.config.Config` (preprocessing, labels, infer defaults).
+        config: the checkpoint's :class:`~medseg.config.Config` (preprocessing, labels, infer settings).
         device: "auto", "cpu", "cuda", ...
-        batch_size: windows per forward pass (default: ``config.infer.batch_size``).
+        batch_size: network inputs per forward pass (default: ``config.infer.batch_size``).
         tta_flip: average with the left-right flipped prediction (default: ``config.infer.tta_flip``).
+        progress: ``progress(done_slices, total_slices)`` called after every chunk of every prediction.
     """
 
     def __init__(
@@ -105,14 +232,44 @@ class Predictor:
         batch_size: int | None = None,
         tta_flip: bool | None = None,
         name: str = "medseg",
+        progress: ProgressHook | None = None,
     ) -> None:
         self.config = config
         self.device = torch.device(resolve_device(device))
-        self.model = model.to(self.device).eval()
-        self.batch_size = batch_size or config.infer.batch_size
+        self.batch_size = max(1, int(batch_size or config.infer.batch_size))
         self.tta_flip = config.infer.tta_flip if tta_flip is None else tta_flip
         self.name = name
+        self.progress = progress
         self.label_names = {int(k): v for k, v in config.labels.items()}
+        infer = config.infer
+        if infer.chunk_slices < 1:
+            raise ConfigError(f"must be >= 1, got {infer.chunk_slices}", path="infer.chunk_slices")
+        if infer.spacing_mm < 0:
+            raise ConfigError(f"must be >= 0 (0 = training spacing), got {infer.spacing_mm}", path="infer.spacing_mm")
+        self.amp_dtype = self._amp_dtype(infer.precision)
+        self.channels_last = bool(infer.channels_last)
+        model = model.to(self.device).eval()
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model = model
+        self._net: Callable[[torch.Tensor], torch.Tensor] = model
+        if infer.compile:
+            self._net = torch.compile(model, dynamic=True)  # type: ignore[assignment]
+
+    def _amp_dtype(self, precision: str) -> torch.dtype | None:
+        """Autocast dtype for ``infer.precision`` on this device (None = fp32)."""
+        if precision == "auto":
+            return torch.float16 if self.device.type == "cuda" else None
+        if precision == "fp32":
+            return None
+        if precision == "bf16":
+            return torch.bfloat16
+        if precision == "fp16":
+            if self.device.type == "cpu":
+                raise ConfigError("fp16 autocast is for GPUs", path="infer.precision", hint="use fp32 or bf16 on CPU")
+            return torch.float16
+        raise ConfigError(f"unknown precision {precision!r}", path="infer.precision",
+                          hint="one of auto, fp32, bf16, fp16")
 
     @classmethod
     def from_checkpoint(
@@ -150,57 +307,103 @@ class Predictor:
                 path=src,
                 hint="use a chest X-ray model for radiographs",
             )
+        if min(image.shape) < 1:
+            raise InputError(f"empty image {image.shape}", path=src)
         if np.issubdtype(image.array.dtype, np.floating) and not np.isfinite(image.array).all():
             raise InputError("the image contains NaN or infinite values", path=src, hint="fix or mask them first")
 
-    @torch.no_grad()
-    def _infer(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities for a batch of prepared inputs ``(N, C, H, W)`` -> ``(N, K, H, W)``."""
+    # -- the network --------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _whole(self, grid: tuple[int, int]) -> bool:
+        window = self.config.infer.window
+        if window == "whole":
+            return True
+        if window == "sliding":
+            return False
+        if window != "auto":
+            raise ConfigError(f"unknown window {window!r}", path="infer.window", hint="one of auto, whole, sliding")
+        return grid[0] * grid[1] <= self.config.infer.max_whole_px
+
+    def _softmax_net(self, t: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            logits = self._net(t)
+        return torch.softmax(logits.float(), dim=1)
+
+    def _forward_whole(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, C, H, W)`` on the device -> ``(n, K, H, W)`` probabilities, one forward per input.
+
+        The grid is padded (edge replicated: air around a CT field of view) to a multiple of 32,
+        the U-Net's total downsampling, and the output cropped back.
+        """
+        h, w = x.shape[-2:]
+        ph, pw = -h % 32, -w % 32
+        if ph or pw:
+            top, left = ph // 2, pw // 2
+            x = torch.nn.functional.pad(x, (left, pw - left, top, ph - top), mode="replicate")
+        outs = [self._softmax_net(x[s : s + self.batch_size]) for s in range(0, x.shape[0], self.batch_size)]
+        probs = torch.cat(outs)
+        if ph or pw:
+            probs = probs[..., top : top + h, left : left + w]
+        return probs
+
+    def _forward_sliding(self, x: torch.Tensor) -> torch.Tensor:
         from monai.inferers import SlidingWindowInferer
 
-        roi = tuple(int(s) for s in self.config.data.image_size)
         inferer = SlidingWindowInferer(
-            roi_size=roi,
+            roi_size=tuple(int(s) for s in self.config.data.image_size),
             sw_batch_size=self.batch_size,
             overlap=self.config.infer.sliding_window_overlap,
             mode="gaussian",
             padding_mode="constant",
         )
+        probs = inferer(x, self._softmax_net)
+        assert isinstance(probs, torch.Tensor)
+        return torch.Tensor.as_subclass(probs, torch.Tensor) if type(probs) is not torch.Tensor else probs
 
-        def net(t: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.model(t).float(), dim=1)
+    def _infer(self, x: torch.Tensor, whole: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Probabilities ``(n, K, H, W)`` for inputs ``(n, C, H, W)``, and the flipped-back TTA ones."""
+        forward = self._forward_whole if whole else self._forward_sliding
+        x = x.to(self.device, non_blocking=True)
+        if not self.tta_flip:
+            return forward(x), None
+        both = forward(torch.cat([x, torch.flip(x, dims=[-1])]))
+        n = x.shape[0]
+        flipped = _swap_left_right(torch.flip(both[n:], dims=[-1]), self.label_names)
+        return both[:n], flipped
 
-        outs = []
-        for start in range(0, x.shape[0], self.batch_size):
-            chunk = x[start : start + self.batch_size].to(self.device)
-            probs = inferer(chunk, net)
-            assert isinstance(probs, torch.Tensor)
-            if self.tta_flip:
-                flipped = inferer(torch.flip(chunk, dims=[-1]), net)
-                assert isinstance(flipped, torch.Tensor)
-                flipped = _swap_left_right(torch.flip(flipped, dims=[-1]), self.label_names)
-                probs = torch.stack([probs, flipped])  # averaged by the caller
-            outs.append(probs.cpu())
-        return torch.cat(outs, dim=-4)
+    # -- prediction ---------------------------------------------------------------------------
 
-    def predict(self, image: Image) -> Prediction:
-        """Segment one image; the result lies on the input's exact geometry."""
-        from medseg.data.preprocess import prepare_inputs, restore_outputs
+    def predict(
+        self,
+        image: Image,
+        *,
+        return_probabilities: bool = False,
+        progress: ProgressHook | None = None,
+    ) -> Prediction:
+        """Segment one image; the result lies on the input's exact geometry.
 
+        Args:
+            image: a radiograph ``(y, x)`` or a CT volume ``(z, y, x)`` in HU.
+            return_probabilities: also keep float32 ``(K, *image.shape)`` probabilities (memory:
+                ``4 K`` bytes per voxel); otherwise only uint8 labels and summaries are kept.
+            progress: ``progress(done_slices, total_slices)`` after every chunk (default: the
+                Predictor's ``progress``).
+        """
         t0 = time.perf_counter()
         self._check_input(image)
-        prepared = prepare_inputs(image, self.config)
-        probs_t = self._infer(torch.as_tensor(prepared.tensor, dtype=torch.float32))
-        if self.tta_flip:
-            plain = np.asarray(restore_outputs(probs_t[0], prepared), dtype=np.float32)
-            flipped = np.asarray(restore_outputs(probs_t[1], prepared), dtype=np.float32)
-            uncertainty = case_uncertainty(plain, flipped)
-            probs = 0.5 * (plain + flipped)
-            del plain, flipped
-        else:
-            probs = np.asarray(restore_outputs(probs_t, prepared), dtype=np.float32)
-            uncertainty = case_uncertainty(probs)
-        raw = probs.argmax(axis=0).astype(np.uint8)
+        hook = progress if progress is not None else self.progress
+        with torch.inference_mode():
+            if self.task == "cxr":
+                raw, probs, uncertainty = self._predict_radiograph(image, return_probabilities, hook)
+            else:
+                raw, probs, uncertainty = self._predict_volume(image, return_probabilities, hook)
         labels_arr = postprocess_labels(
             raw,
             image,
@@ -208,9 +411,13 @@ class Predictor:
             keep_largest=self.config.infer.keep_largest,
             fill_holes=self.config.infer.fill_holes,
         )
-        labels = Image(labels_arr.astype(np.uint8), image.affine, "label", image.modality, image.source)
+        labels = Image(labels_arr.astype(np.uint8, copy=False), image.affine, "label", image.modality, image.source)
         seconds = time.perf_counter() - t0
-        log.info("predicted %s in %.2f s", image.source.path or "image", seconds)
+        log.info("predicted %s %s in %.2f s", image.source.path or "image", image.shape, seconds)
+
+        def again() -> np.ndarray:
+            return self.predict(image, return_probabilities=True).probabilities
+
         return Prediction(
             labels=labels,
             probabilities=probs,
@@ -218,4 +425,68 @@ class Predictor:
             summary=summarise_labels(labels, self.label_names),
             uncertainty=uncertainty,
             seconds=seconds,
+            compute_probabilities=None if probs is not None else again,
         )
+
+    def _restore(
+        self, probs: torch.Tensor, flipped: torch.Tensor | None, size: tuple[int, int], stats: _UncertaintyStats
+    ) -> torch.Tensor:
+        """Probabilities on the network grid -> on the input grid ``(n, K, *size)``, stats added."""
+        from medseg.data.preprocess import upsample_probabilities
+
+        full = upsample_probabilities(probs, size)
+        if flipped is None:
+            stats.add(full)
+            return full
+        full_flipped = upsample_probabilities(flipped, size)
+        stats.add(full, full_flipped)
+        return 0.5 * (full + full_flipped)
+
+    def _predict_radiograph(
+        self, image: Image, keep: bool, hook: ProgressHook | None
+    ) -> tuple[np.ndarray, np.ndarray | None, dict[str, float]]:
+        from medseg.data.preprocess import prepare_inputs
+
+        prepared = prepare_inputs(image, self.config)
+        probs, flipped = self._infer(prepared.tensor, self._whole(prepared.grid_shape))
+        stats = _UncertaintyStats(probs.shape[1], flipped is not None)
+        full = self._restore(probs, flipped, (image.shape[0], image.shape[1]), stats)
+        raw = full[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
+        kept = full[0].cpu().numpy().astype(np.float32, copy=False) if keep else None
+        if hook is not None:
+            hook(1, 1)
+        return raw, kept, stats.result()
+
+    def _predict_volume(
+        self, image: Image, keep: bool, hook: ProgressHook | None
+    ) -> tuple[np.ndarray, np.ndarray | None, dict[str, float]]:
+        from medseg.data.preprocess import ct_grid_shape, prepare_slab
+
+        cfg = self.config
+        spacing = cfg.infer.spacing_mm if cfg.infer.spacing_mm > 0 else None
+        grid = ct_grid_shape(image, cfg, spacing)
+        whole = self._whole(grid)
+        z_count, size = image.shape[0], (image.shape[1], image.shape[2])
+        k = cfg.model.num_classes
+        raw = np.empty(image.shape, np.uint8)
+        kept = np.empty((k, *image.shape), np.float32) if keep else None
+        stats = _UncertaintyStats(k, self.tta_flip)
+        chunk = int(cfg.infer.chunk_slices)
+        log.debug("%s: %d slices on a %dx%d grid (%s), chunks of %d", image.source.path or "image", z_count,
+                  *grid, "one window per slice" if whole else "sliding windows", chunk)
+        quarter = 0
+        for z0 in range(0, z_count, chunk):
+            z1 = min(z_count, z0 + chunk)
+            x = prepare_slab(image, cfg, z0, z1, grid=grid, check=False)
+            probs, flipped = self._infer(x, whole)
+            full = self._restore(probs, flipped, size, stats)
+            raw[z0:z1] = full.argmax(dim=1).to(torch.uint8).cpu().numpy()
+            if kept is not None:
+                kept[:, z0:z1] = full.transpose(0, 1).float().cpu().numpy()
+            del x, probs, flipped, full
+            if hook is not None:
+                hook(z1, z_count)
+            if z_count > chunk and 4 * z1 // z_count > quarter:
+                quarter = 4 * z1 // z_count
+                log.info("%s: %d/%d slices", image.source.path or "image", z1, z_count)
+        return raw, kept, stats.result()

@@ -16,6 +16,7 @@ from pathlib import Path
 from medseg.errors import DicomInputError, ExportError, InputError
 from medseg.image import Image, ImageKind
 from medseg.io._common import existing_path
+from medseg.io.formats import FORMATS, suffix_of, writable_suffixes
 from medseg.io.dicom import SeriesInfo, _looks_like_raw_dicom, list_series, read_dicom
 from medseg.io.itk import ITK_SUFFIXES, read_itk, write_itk
 from medseg.io.nifti import read_nifti, write_nifti
@@ -35,13 +36,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PathArg = str | PathLike[str]
-WRITE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".png")
+WRITE_SUFFIXES = writable_suffixes()
 _KINDS = ("intensity", "label")
 
 
 def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+    return suffix_of(path)
 
 
 def _magic_format(head: bytes) -> str | None:
@@ -82,7 +82,7 @@ def detect_format(path: PathArg) -> str:
     if magic == "dicom":
         return "dicom"
     suffix = _suffix(p)
-    if suffix in (".nii", ".nii.gz"):
+    if suffix in FORMATS["nifti"].suffixes:
         return "nifti"
     if suffix in ITK_SUFFIXES:
         return "itk"
@@ -173,7 +173,7 @@ def write_image(image: Image, path: PathArg, *, compress: bool | None = None) ->
         raise ExportError(
             f"cannot write {suffix or 'files without a suffix'}",
             path=target,
-            hint="use one of " + ", ".join(WRITE_SUFFIXES) + " (DICOM-SEG is written by the export module)",
+            hint="use one of " + ", ".join(WRITE_SUFFIXES) + " (DICOM-SEG: medseg.io.write_dicom_seg)",
         )
     if target.is_dir():
         raise ExportError("the output path is a folder", path=target, hint="give a file name")

@@ -54,14 +54,25 @@ from pydicom.uid import (
 
 from medseg.errors import DicomInputError, GeometryError, InputError
 from medseg.image import Image, ImageKind, ImageSource
-from medseg.io._common import as_label_array, existing_path
+from medseg.io._common import (
+    MAX_ORIGIN_MM,
+    MAX_VOXELS,
+    SPACING_RANGE_MM,
+    as_label_array,
+    check_image,
+    existing_path,
+    reader_guard,
+)
+from medseg.io.decode import decode_files_into, decode_pixels
 
-__all__ = ["SeriesInfo", "list_series", "read_dicom", "is_dicom_file"]
+__all__ = ["SeriesInfo", "list_series", "read_dicom", "is_dicom_file", "check_seg_dataset"]
 
 log = logging.getLogger(__name__)
 
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
-_SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+#: Segmentation Storage (BINARY/FRACTIONAL) and Label Map Segmentation Storage (LABELMAP): one
+#: concept everywhere (read_image refuses both, folder scans skip both, SEG readers take both).
+SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _NATIVE_LE = {ImplicitVRLittleEndian, ExplicitVRLittleEndian}
 _SPACING_TAGS = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")
@@ -84,17 +95,23 @@ class _Header:
 
     @property
     def series_uid(self) -> str:
-        return str(self.ds.get("SeriesInstanceUID", "") or "")
+        try:  # a corrupt element may fail to decode (lazily, on access): treat it as absent here
+            return str(self.ds.get("SeriesInstanceUID", "") or "")
+        except Exception:  # noqa: BLE001 - any decoding error; _check_header names it later
+            return ""
 
     @property
     def sop_class(self) -> str:
-        return str(self.ds.get("SOPClassUID", "") or "")
+        try:
+            return str(self.ds.get("SOPClassUID", "") or "")
+        except Exception:  # noqa: BLE001 - as above
+            return ""
 
     @property
     def frames(self) -> int:
         try:
             return int(self.ds.get("NumberOfFrames", 1) or 1)
-        except (TypeError, ValueError):
+        except Exception:  # noqa: BLE001 - as above; _check_header validates NumberOfFrames
             return 1
 
     @property
@@ -103,7 +120,7 @@ class _Header:
         ``"slice"`` (has ImagePositionPatient/ImageOrientationPatient) or ``"planar"``."""
         if self.pixel_offset is None:
             return "nonimage"
-        if self.sop_class == _SEG_SOP_CLASS:
+        if self.sop_class in SEG_SOP_CLASSES:
             return "seg"
         if "PerFrameFunctionalGroupsSequence" in self.ds:
             return "enhanced"
@@ -122,6 +139,12 @@ def _looks_like_raw_dicom(head: bytes) -> bool:
         return False
     group_le, elem_le = struct.unpack("<HH", head[:4])
     group_be = struct.unpack(">H", head[:2])[0]
+    if group_le == 0 and elem_le == 0:
+        # (0000,0000) is the 4-byte command group length; a zero-filled file also starts with it
+        # and pydicom would crawl through it at ~1 s per MiB, so demand its length be 4.
+        implicit_len = struct.unpack("<I", head[4:8])[0]
+        explicit_len = struct.unpack("<H", head[6:8])[0] if head[4:6] == b"UL" else None
+        return implicit_len == 4 or explicit_len == 4
     return (group_le in (0x0000, 0x0002, 0x0008) and elem_le < 0x0100) or group_be in (0x0002, 0x0008)
 
 
@@ -161,8 +184,14 @@ def _read_header(path: Path, *, strict: bool, specific_tags: list[str] | None = 
     with fp:
         head = fp.read(132)
         has_prefix = len(head) == 132 and head[128:132] == b"DICM"
-        if not has_prefix and not strict and not _looks_like_raw_dicom(head):
-            return None  # folder scans skip other files quietly; a file passed by name is tried below
+        if not has_prefix and not _looks_like_raw_dicom(head):
+            if not strict:
+                return None  # folder scans skip other files quietly
+            raise DicomInputError(
+                "not a DICOM file (no DICM prefix, and it does not start with a DICOM element)",
+                path=path,
+                hint="pass a DICOM file or folder; check that the file is complete",
+            )
         fp.seek(0)
         try:
             ds = pydicom.dcmread(
@@ -184,6 +213,14 @@ def _read_header(path: Path, *, strict: bool, specific_tags: list[str] | None = 
             raise DicomInputError("not a DICOM file (no SOP Class, Modality or Rows)", path=path)
         return None
     ts = _transfer_syntax(ds)
+    try:
+        deflated = ts.is_deflated
+    except ValueError as e:  # pydicom: "UID is not a transfer syntax"
+        raise DicomInputError(
+            f"TransferSyntaxUID {str(ts)[:64]!r} is not a transfer syntax", path=path, hint=_CORRUPT_HINT
+        ) from e
+    if deflated:
+        return _deflated_header(path, ds, ts)
     broken = None
     if len(tag) < 4:
         offset = None
@@ -194,6 +231,22 @@ def _read_header(path: Path, *, strict: bool, specific_tags: list[str] | None = 
         if struct.unpack(fmt, tag) not in _PIXEL_TAGS:
             offset = None
     return _Header(path=path, ds=ds, pixel_offset=offset, transfer_syntax=ts, broken=broken)
+
+
+def _deflated_header(path: Path, ds: Dataset, ts: UID) -> _Header:
+    """Header of a Deflated Explicit VR Little Endian file: the dataset after the file meta is
+    zlib-compressed, so there is no raw pixel data offset; pydicom inflates the whole file to
+    tell whether it holds pixel data (``pixel_offset`` 0 = present, decoded by pydicom)."""
+    try:
+        full = pydicom.dcmread(path)
+    except Exception as e:  # zlib and pydicom raise several types for a corrupt stream
+        raise DicomInputError(
+            f"the deflated DICOM dataset cannot be inflated ({type(e).__name__})",
+            path=path,
+            hint="copy the file again from its source (PACS export, archive)",
+        ) from e
+    offset = 0 if any(k in full for k in _PIXEL_ELEMENTS) else None
+    return _Header(path=path, ds=ds, pixel_offset=offset, transfer_syntax=ts)
 
 
 def _truncation(ds: Dataset) -> str | None:
@@ -269,6 +322,281 @@ def _collect(path: str | PathLike[str] | Sequence[str | PathLike[str]]) -> tuple
 
 
 # ---------------------------------------------------------------------------------------------
+# attribute checks: every attribute the readers use is checked here before it is used
+# ---------------------------------------------------------------------------------------------
+_CORRUPT_HINT = "the header is corrupt; export the file again from its source (PACS, archive)"
+#: SOP classes whose images are slices of a volume: they must say where they are
+_CROSS_SECTIONAL = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.4": "MR",
+    "1.2.840.10008.5.1.4.1.1.128": "PET",
+    "1.2.840.10008.5.1.4.1.1.20": "NM",
+}
+
+
+def _value(ds: Dataset, keyword: str, where: Path) -> Any:
+    """``ds.get(keyword)``; a value pydicom cannot decode (corrupt VR or length, raised lazily on
+    access) becomes a :class:`DicomInputError` naming the attribute."""
+    try:
+        return ds.get(keyword)
+    except Exception as e:  # noqa: BLE001 - pydicom raises many types while decoding a value
+        raise DicomInputError(
+            f"{keyword} cannot be decoded ({type(e).__name__}: {str(e)[:120]})", path=where, hint=_CORRUPT_HINT
+        ) from e
+
+
+def _one_number(value: Any, keyword: str, where: Path) -> float:
+    """The single finite number in ``value`` (a DICOM value of VM 1)."""
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, (str, bytes))):
+        items = list(value)
+        if len(items) != 1:
+            raise DicomInputError(
+                f"{keyword} must hold one value, it holds {len(items)}: {items[:4]!r}", path=where, hint=_CORRUPT_HINT
+            )
+        value = items[0]
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise DicomInputError(f"{keyword} is not a number: {value!r}", path=where, hint=_CORRUPT_HINT) from e
+    if not np.isfinite(number):
+        raise DicomInputError(f"{keyword} is {value!r}, not a finite number", path=where, hint=_CORRUPT_HINT)
+    return number
+
+
+def _int_attr(ds: Dataset, keyword: str, where: Path, lo: int, hi: int, default: int | None = None) -> int:
+    """A whole number attribute in ``[lo, hi]``; missing/empty gives ``default`` (required if None)."""
+    value = _value(ds, keyword, where)
+    if value is None or (isinstance(value, (str, bytes, list)) and len(value) == 0):
+        if default is None:
+            raise DicomInputError(f"{keyword} is missing or empty", path=where, hint=_CORRUPT_HINT)
+        return default
+    number = _one_number(value, keyword, where)
+    if number != int(number) or not lo <= number <= hi:
+        raise DicomInputError(f"{keyword} is {value!r}, expected a whole number in {lo}..{hi}", path=where, hint=_CORRUPT_HINT)
+    return int(number)
+
+
+def _float_attr(ds: Dataset, keyword: str, where: Path, default: float) -> float:
+    """A single finite number; missing/empty gives ``default``."""
+    value = _value(ds, keyword, where)
+    if value is None or (isinstance(value, (str, bytes, list)) and len(value) == 0):
+        return default
+    return _one_number(value, keyword, where)
+
+
+def _spacing_attr(ds: Dataset, keyword: str, where: Path) -> np.ndarray | None:
+    """A pixel spacing attribute (row, column spacing in mm) checked for 2 values in range, or None."""
+    value = _value(ds, keyword, where)
+    if value is None or (isinstance(value, (str, bytes, list)) and len(value) == 0):
+        return None
+    items = list(value) if hasattr(value, "__len__") and not isinstance(value, (str, bytes)) else [value]
+    if len(items) != 2:
+        raise DicomInputError(
+            f"{keyword} must hold 2 values (row, column spacing in mm), it holds {len(items)}: {items[:4]!r}",
+            path=where,
+            hint=_CORRUPT_HINT,
+        )
+    arr = np.array([_one_number(v, keyword, where) for v in items])
+    lo, hi = SPACING_RANGE_MM
+    if not np.all((arr >= lo) & (arr <= hi)):
+        raise DicomInputError(
+            f"{keyword} is {items!r} mm, outside {lo:g}..{hi:g} mm", path=where, hint=_CORRUPT_HINT
+        )
+    return arr
+
+
+def _check_header(h: _Header) -> None:
+    """Check every header attribute an image reader uses, before any pixel memory is allocated.
+
+    Raises :class:`DicomInputError` naming the file and the attribute: size attributes missing,
+    zero, multi-valued, non-numeric or out of range; a pixel payload larger than
+    :data:`~medseg.io._common.MAX_VOXELS` or than the bytes the file holds (uncompressed);
+    spacing/position/orientation/rescale values that are not finite or implausible; a CT/MR/PET
+    slice without ImagePositionPatient/ImageOrientationPatient (it would read as a 2-D picture).
+    """
+    ds, where = h.ds, h.path
+    rows = _int_attr(ds, "Rows", where, 1, 65535)
+    cols = _int_attr(ds, "Columns", where, 1, 65535)
+    bits = _int_attr(ds, "BitsAllocated", where, 1, 64)
+    _int_attr(ds, "BitsStored", where, 1, bits, default=bits)
+    _int_attr(ds, "PixelRepresentation", where, 0, 1, default=0)
+    spp = _int_attr(ds, "SamplesPerPixel", where, 1, 4, default=1)
+    frames = _int_attr(ds, "NumberOfFrames", where, 1, MAX_VOXELS, default=1)
+    voxels = rows * cols * frames
+    if voxels > MAX_VOXELS:
+        raise DicomInputError(
+            f"Rows x Columns x NumberOfFrames = {rows} x {cols} x {frames} is more than medseg reads ({MAX_VOXELS:,} voxels)",
+            path=where,
+            hint=_CORRUPT_HINT,
+        )
+    if h.pixel_offset is not None and (h.transfer_syntax in _NATIVE_LE or h.transfer_syntax == ExplicitVRBigEndian):
+        need = (voxels * spp * bits + 7) // 8
+        have = os.path.getsize(where) - h.pixel_offset
+        if need > have:
+            raise DicomInputError(
+                f"Rows x Columns x NumberOfFrames x BitsAllocated ({rows} x {cols} x {frames} x {bits}) need "
+                f"{need:,} bytes of pixel data, the file holds {max(have, 0):,} after the header",
+                path=where,
+                hint="the file is truncated or its header is corrupt; copy it again from its source",
+            )
+    for keyword in ("Modality", "PhotometricInterpretation", "SOPClassUID", "SeriesInstanceUID"):
+        _value(ds, keyword, where)
+    for keyword in _SPACING_TAGS:
+        _spacing_attr(ds, keyword, where)
+    ipp = _value(ds, "ImagePositionPatient", where)
+    iop = _value(ds, "ImageOrientationPatient", where)
+    if ipp is not None:
+        pos = _floats(ipp, 3, "ImagePositionPatient", where)
+        if np.abs(pos).max() >= MAX_ORIGIN_MM:
+            raise DicomInputError(
+                f"ImagePositionPatient {pos.tolist()} mm is beyond {MAX_ORIGIN_MM:g} mm", path=where, hint=_CORRUPT_HINT
+            )
+    if iop is not None:
+        _floats(iop, 6, "ImageOrientationPatient", where)
+    if "PerFrameFunctionalGroupsSequence" not in ds:
+        sop = h.sop_class
+        missing = [kw for kw, v in (("ImagePositionPatient", ipp), ("ImageOrientationPatient", iop)) if v is None]
+        if missing and (len(missing) == 1 or sop in _CROSS_SECTIONAL):
+            what = _CROSS_SECTIONAL.get(sop, str(ds.get("Modality", "") or "image"))
+            raise DicomInputError(
+                f"a {what} slice without {' and '.join(missing)}: its place in the volume is unknown, "
+                "and reading it as a 2-D picture would be wrong",
+                path=where,
+                hint=_CORRUPT_HINT,
+            )
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        _float_attr(ds, keyword, where, 1.0)
+    slope = _float_attr(ds, "RescaleSlope", where, 1.0)
+    _float_attr(ds, "RescaleIntercept", where, 0.0)
+    if slope == 0:
+        raise DicomInputError("RescaleSlope is 0 (every pixel would be the same value)", path=where, hint=_CORRUPT_HINT)
+    for keyword in ("WindowCenter", "WindowWidth"):
+        value = _value(ds, keyword, where)
+        if value is not None and value != "":
+            items = list(value) if hasattr(value, "__len__") and not isinstance(value, (str, bytes)) else [value]
+            for v in items:
+                _one_number(v, keyword, where)
+    for keyword in ("ModalityLUTSequence", "VOILUTSequence"):
+        seq = _value(ds, keyword, where)
+        for item in seq or []:
+            desc = _value(item, "LUTDescriptor", where)
+            if desc is None:
+                continue
+            items = list(desc) if hasattr(desc, "__len__") and not isinstance(desc, (str, bytes)) else [desc]
+            if len(items) != 3:
+                raise DicomInputError(f"{keyword} LUTDescriptor must hold 3 values, got {items!r}", path=where, hint=_CORRUPT_HINT)
+            entry_bits = _one_number(items[2], f"{keyword} LUTDescriptor", where)
+            if not 8 <= entry_bits <= 16:
+                raise DicomInputError(
+                    f"{keyword} LUTDescriptor declares {entry_bits:g}-bit entries; DICOM allows 8..16",
+                    path=where,
+                    hint=_CORRUPT_HINT,
+                )
+
+
+def check_seg_dataset(ds: Dataset, where: Path) -> None:
+    """Check the attributes of a DICOM-SEG that its reader (highdicom) uses, before it allocates.
+
+    Raises :class:`DicomInputError` naming the file and attribute for: Rows/Columns/NumberOfFrames
+    missing, zero or absurd; pixel data shorter than the frames need (uncompressed); no
+    SegmentSequence items; no DimensionIndexSequence; an unknown SegmentationType; per-frame
+    items that do not match NumberOfFrames; spacing, thickness or positions not finite or out of
+    range; a volume whose slice count (span of the frame positions / SpacingBetweenSlices)
+    times Rows x Columns x segments exceeds :data:`~medseg.io._common.MAX_VOXELS`.
+    """
+    rows = _int_attr(ds, "Rows", where, 1, 65535)
+    cols = _int_attr(ds, "Columns", where, 1, 65535)
+    frames = _int_attr(ds, "NumberOfFrames", where, 1, MAX_VOXELS)
+    bits = _int_attr(ds, "BitsAllocated", where, 1, 16)
+    _int_attr(ds, "SamplesPerPixel", where, 1, 1)
+    _int_attr(ds, "PixelRepresentation", where, 0, 1)
+    if rows * cols * frames > MAX_VOXELS:
+        raise DicomInputError(
+            f"Rows x Columns x NumberOfFrames = {rows} x {cols} x {frames} is more than medseg reads",
+            path=where,
+            hint=_CORRUPT_HINT,
+        )
+    seg_type = str(_value(ds, "SegmentationType", where) or "")
+    if seg_type not in ("BINARY", "FRACTIONAL", "LABELMAP"):
+        raise DicomInputError(
+            f"SegmentationType {seg_type!r} is not BINARY, FRACTIONAL or LABELMAP", path=where, hint=_CORRUPT_HINT
+        )
+    segments = _value(ds, "SegmentSequence", where)
+    if not segments:
+        raise DicomInputError("the SEG has no SegmentSequence items (no segments)", path=where, hint=_CORRUPT_HINT)
+    for item in segments:
+        _int_attr(item, "SegmentNumber", where, 1, 65535)
+    if not _value(ds, "DimensionIndexSequence", where):
+        raise DicomInputError("the SEG has no DimensionIndexSequence", path=where, hint=_CORRUPT_HINT)
+    per_frame = _value(ds, "PerFrameFunctionalGroupsSequence", where) or []
+    if len(per_frame) != frames:
+        raise DicomInputError(
+            f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for NumberOfFrames {frames}",
+            path=where,
+            hint=_CORRUPT_HINT,
+        )
+    meta = getattr(ds, "file_meta", None)
+    ts = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else None
+    pixels = _value(ds, "PixelData", where)
+    if ts is not None and not ts.is_compressed and pixels is not None:
+        need = (rows * cols * frames * bits + 7) // 8
+        if len(pixels) < need:
+            raise DicomInputError(
+                f"PixelData holds {len(pixels):,} bytes where {frames} frames of {rows} x {cols} x {bits} bit need {need:,}",
+                path=where,
+                hint="the file is truncated; copy it again",
+            )
+    shared = (_value(ds, "SharedFunctionalGroupsSequence", where) or [None])[0]
+    spacing = None
+    iop = None
+    for holder in [shared, *per_frame[:1]]:
+        if holder is None:
+            continue
+        measures = holder.get("PixelMeasuresSequence")
+        if measures:
+            _spacing_attr(measures[0], "PixelSpacing", where)
+            lo, hi = SPACING_RANGE_MM
+            for keyword in ("SliceThickness", "SpacingBetweenSlices"):
+                value = _value(measures[0], keyword, where)
+                if value not in (None, ""):
+                    number = _one_number(value, keyword, where)
+                    if not lo <= abs(number) <= hi:
+                        raise DicomInputError(
+                            f"{keyword} is {value!r} mm, outside {lo:g}..{hi:g} mm", path=where, hint=_CORRUPT_HINT
+                        )
+                    if keyword == "SpacingBetweenSlices":
+                        spacing = abs(number)
+        orientation = holder.get("PlaneOrientationSequence")
+        if orientation and orientation[0].get("ImageOrientationPatient") is not None:
+            iop = _floats(orientation[0].ImageOrientationPatient, 6, "ImageOrientationPatient", where)
+    positions = []
+    for k, item in enumerate(per_frame):
+        plane = item.get("PlanePositionSequence")
+        if plane and plane[0].get("ImagePositionPatient") is not None:
+            pos = _floats(plane[0].ImagePositionPatient, 3, f"ImagePositionPatient of frame {k + 1}", where)
+            if np.abs(pos).max() >= MAX_ORIGIN_MM:
+                raise DicomInputError(
+                    f"ImagePositionPatient of frame {k + 1} is {pos.tolist()} mm, beyond {MAX_ORIGIN_MM:g} mm",
+                    path=where,
+                    hint=_CORRUPT_HINT,
+                )
+            positions.append(pos)
+    if iop is not None and len(positions) > 1:
+        normal = np.cross(iop[:3], iop[3:])
+        dist = np.unique(np.round(np.array(positions) @ normal, 6))
+        step = spacing or (float(np.diff(dist).min()) if dist.size > 1 else 1.0)
+        slices = (float(dist[-1] - dist[0]) / max(step, 1e-6)) + 1 if dist.size > 1 else 1
+        voxels = slices * rows * cols * len(segments)
+        if voxels > MAX_VOXELS:
+            raise DicomInputError(
+                f"the frames span {float(dist[-1] - dist[0]):.4g} mm at {step:.4g} mm spacing: a volume of "
+                f"{slices:,.0f} slices x {rows} x {cols} x {len(segments)} segments, more than medseg reads",
+                path=where,
+                hint="SpacingBetweenSlices or the frame positions are corrupt",
+            )
+
+
+# ---------------------------------------------------------------------------------------------
 # series listing
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -340,6 +668,7 @@ def _series_infos(headers: list[_Header]) -> list[SeriesInfo]:
     return infos
 
 
+@reader_guard(DicomInputError, "DICOM data")
 def list_series(folder: str | PathLike[str] | Sequence[str | PathLike[str]]) -> list[SeriesInfo]:
     """List the DICOM series in a folder (recursive), a single file, or a list of files.
 
@@ -358,6 +687,7 @@ def list_series(folder: str | PathLike[str] | Sequence[str | PathLike[str]]) -> 
 # ---------------------------------------------------------------------------------------------
 # reading
 # ---------------------------------------------------------------------------------------------
+@reader_guard(DicomInputError, "DICOM data")
 def read_dicom(
     path: str | PathLike[str] | Sequence[str | PathLike[str]],
     *,
@@ -440,6 +770,8 @@ def read_dicom(
             hint="pass series_uid=... (CLI: --series-uid UID) to pick one",
         )
     (series,) = groups.values()
+    for h in series:
+        _check_header(h)
     cats = {h.category for h in series}
     if "enhanced" in cats:
         if len(series) > 1:
@@ -448,16 +780,33 @@ def read_dicom(
                 path=root,
                 hint="pass the multi-frame file itself",
             )
-        return _read_enhanced(series[0], root, kind)
-    if "planar" in cats:
+        image = _read_enhanced(series[0], root, kind)
+    elif "planar" in cats:
         if len(series) > 1:
             raise DicomInputError(
                 f"the series holds {len(series)} 2-D images without slice positions (radiographs?)",
                 path=root,
                 hint="pass one file to read one radiograph",
             )
-        return _read_radiograph(series[0], kind)
-    return _read_series(series, root, kind)
+        image = _read_radiograph(series[0], kind)
+    else:
+        first = series[0].ds
+        voxels = len(series) * int(first.Rows) * int(first.Columns)
+        if voxels > MAX_VOXELS:
+            raise DicomInputError(
+                f"{len(series)} slices of {first.Rows} x {first.Columns} are more than medseg reads "
+                f"({MAX_VOXELS:,} voxels)",
+                path=root,
+                hint="pass a smaller series, or check the Rows/Columns of its files",
+            )
+        image = _read_series(series, root, kind)
+    check_image(
+        image.array,
+        image.affine,
+        image.source.path or root,
+        "the DICOM geometry (PixelSpacing, ImagePositionPatient, ImageOrientationPatient)",
+    )
+    return image
 
 
 # ---------------------------------------------------------------------------------------------
@@ -590,13 +939,10 @@ def _stack_geometry(
 
 
 def _pixel_spacing(ds: Dataset, where: Path) -> np.ndarray:
-    ps = ds.get("PixelSpacing")
-    if ps is None or len(ps) != 2:
+    arr = _spacing_attr(ds, "PixelSpacing", where)
+    if arr is None:
         log.warning("%s: no PixelSpacing, assuming 1 mm", where)
         return np.ones(2)
-    arr = _floats(ps, 2, "PixelSpacing", where)
-    if (arr <= 0).any():
-        raise DicomInputError(f"PixelSpacing must be positive, got {list(ps)}", path=where)
     return arr
 
 
@@ -638,10 +984,49 @@ def _check_grey(ds: Dataset, where: Path, what: str) -> None:
 
 
 def _truncated(where: Path, detail: str) -> DicomInputError:
+    detail = " ".join(detail.split())[:300]  # decoder messages span lines; errors are one line
     return DicomInputError(
         f"the pixel data is truncated or corrupt ({detail})",
         path=where,
         hint="copy the file again from its source (PACS export, archive)",
+    )
+
+
+#: PyPI packages that provide pydicom's decoder plugins, to name in codec messages.
+_PLUGIN_PACKAGES = {
+    "gdcm": "python-gdcm",
+    "pylibjpeg": "pylibjpeg with pylibjpeg-libjpeg, pylibjpeg-openjpeg and pylibjpeg-rle",
+    "pillow": "pillow",
+    "pyjpegls": "pyjpegls",
+}
+
+
+def _decode_error(where: Path, ts: UID, err: Exception) -> DicomInputError:
+    """The error for pixel data pydicom could not decode: names the codec and, for compressed
+    data, the decoders tried and the PyPI package of each decoder not installed."""
+    from pydicom.pixels import get_decoder
+
+    if not ts.is_compressed or ts.is_deflated:
+        return _truncated(where, f"{type(err).__name__}: {err}")
+    log.debug("%s: %s decoding failed: %s: %s", where, ts.name, type(err).__name__, err)
+    try:
+        decoder = get_decoder(ts)
+        tried = list(decoder.available_plugins)
+        missing = [str(m).split(" ")[0] for m in decoder.missing_dependencies]
+    except NotImplementedError:  # a transfer syntax pydicom has no decoder for
+        tried, missing = [], []
+    packages = [_PLUGIN_PACKAGES.get(m, m) for m in missing]
+    hint = (
+        "install " + " or ".join(packages) + f" (pip), another decoder of {ts.name} that pydicom uses; "
+        "if it fails too, the pixel data is corrupt"
+        if packages
+        else "convert the file to an uncompressed transfer syntax (e.g. dcmdjpeg / gdcmconv --raw)"
+    )
+    return DicomInputError(
+        f"the {ts.name} pixel data cannot be decoded by the installed decoder(s) "
+        f"({', '.join(tried) or 'none'}): a codec variant they do not support, or corrupt data",
+        path=where,
+        hint=hint,
     )
 
 
@@ -692,9 +1077,11 @@ def _decode_with_pydicom(h: _Header, index: int | None = None) -> np.ndarray:
         if not getattr(ds, "file_meta", None) or "TransferSyntaxUID" not in ds.file_meta:
             ds.file_meta = ds.file_meta if getattr(ds, "file_meta", None) else FileMetaDataset()
             ds.file_meta.TransferSyntaxUID = h.transfer_syntax
-        return np.asarray(ds.pixel_array if index is None else pydicom.pixels.pixel_array(ds, index=index))
-    except (ValueError, EOFError, OSError, AttributeError, RuntimeError, KeyError) as e:
-        raise _truncated(h.path, f"{type(e).__name__}: {e}") from e
+        return decode_pixels(ds, index)  # the fastest installed decoder (medseg.io.decode)
+    except (DicomInputError, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # noqa: BLE001 - decoders raise many types; Rust ones a PanicException
+        raise _decode_error(h.path, h.transfer_syntax, e) from e
 
 
 def _rescale(raw: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray) -> np.ndarray:
@@ -738,16 +1125,7 @@ def _rescale(raw: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray) -> np.
 
 
 def _rescale_of(ds: Dataset, where: Path) -> tuple[float, float]:
-    slope = ds.get("RescaleSlope", 1)
-    intercept = ds.get("RescaleIntercept", 0)
-    try:
-        return float(slope if slope not in (None, "") else 1), float(
-            intercept if intercept not in (None, "") else 0
-        )
-    except (TypeError, ValueError) as e:
-        raise DicomInputError(
-            f"RescaleSlope/RescaleIntercept are not numeric: {slope!r}, {intercept!r}", path=where
-        ) from e
+    return _float_attr(ds, "RescaleSlope", where, 1.0), _float_attr(ds, "RescaleIntercept", where, 0.0)
 
 
 def _drop_pixels(ds: Dataset) -> Dataset:
@@ -797,8 +1175,16 @@ def _read_series(series: list[_Header], root: Path | None, kind: ImageKind) -> I
     same_dtype = len(dtypes) == 1
     raw = np.empty((len(ordered), rows, cols), dtype=dtypes.pop() if same_dtype else np.dtype(np.int32))
 
+    # large compressed series: decoded by worker processes (the decoders hold the GIL)
+    parallel = decode_files_into(
+        [(k, h.path, h.transfer_syntax) for k, h in enumerate(ordered) if h.transfer_syntax not in _NATIVE_LE],
+        raw,
+    )
+
     def load(k: int) -> None:
         h = ordered[k]
+        if k in parallel:
+            return
         if same_dtype and h.transfer_syntax in _NATIVE_LE and _read_native_into(h, raw[k]):
             return
         arr = _decode_with_pydicom(h)
@@ -866,10 +1252,16 @@ def _read_enhanced(h: _Header, root: Path | None, kind: ImageKind) -> Image:
         slope = _functional(ds, fg, "PixelValueTransformationSequence", "RescaleSlope")
         intercept = _functional(ds, fg, "PixelValueTransformationSequence", "RescaleIntercept")
         rescale.append(
-            (float(slope) if slope is not None else 1.0, float(intercept) if intercept is not None else 0.0)
+            (
+                _one_number(slope, f"RescaleSlope of {label}", where) if slope not in (None, "") else 1.0,
+                _one_number(intercept, f"RescaleIntercept of {label}", where)
+                if intercept not in (None, "")
+                else 0.0,
+            )
         )
     thickness = _functional(ds, frames[0], "PixelMeasuresSequence", "SliceThickness")
-    fallback = float(thickness) if thickness not in (None, "") and float(thickness) > 0 else 1.0
+    thickness = _one_number(thickness, "SliceThickness", where) if thickness not in (None, "") else 0.0
+    fallback = thickness if thickness > 0 else 1.0
     order, affine = _stack_geometry(
         np.stack(iops),
         np.stack(ipps),
@@ -952,8 +1344,10 @@ def _read_radiograph(h: _Header, kind: ImageKind) -> Image:
         ds.file_meta.TransferSyntaxUID = h.transfer_syntax
     try:
         stored = np.asarray(ds.pixel_array)
-    except Exception as e:
-        raise _truncated(where, f"{type(e).__name__}: {e}") from e
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # noqa: BLE001 - decoders raise many types; Rust ones a PanicException
+        raise _decode_error(where, h.transfer_syntax, e) from e
     if stored.ndim != 2:
         raise DicomInputError(f"expected a 2-D greyscale image, decoded shape {stored.shape}", path=where)
     if kind == "label":
@@ -963,7 +1357,7 @@ def _read_radiograph(h: _Header, kind: ImageKind) -> Image:
         lo, hi = _display_range(ds, voi)
         try:
             values = apply_voi_lut(apply_modality_lut(stored, ds), ds)
-        except (ValueError, TypeError, IndexError, AttributeError) as e:
+        except Exception as e:  # noqa: BLE001 - pydicom raises many types on a corrupt LUT
             raise DicomInputError(
                 f"the Modality/VOI LUT cannot be applied ({e})", path=where, hint="check the LUT attributes"
             ) from e
@@ -973,12 +1367,10 @@ def _read_radiograph(h: _Header, kind: ImageKind) -> Image:
     spacing_tag = None
     spacing = np.ones(2)
     for tag in _SPACING_TAGS:
-        v = ds.get(tag)
-        if v is not None and len(v) == 2:
-            vals = _floats(v, 2, tag, where)
-            if (vals > 0).all():
-                spacing, spacing_tag = vals, tag
-                break
+        vals = _spacing_attr(ds, tag, where)
+        if vals is not None:
+            spacing, spacing_tag = vals, tag
+            break
     if spacing_tag is None:
         log.info("%s: no pixel spacing attribute, assuming 1 mm", where)
     affine = np.diag([spacing[1], spacing[0], 1.0])  # (col, row) -> image-plane mm

@@ -18,16 +18,26 @@ import numpy as np
 
 from medseg.errors import ExportError, InputError
 from medseg.image import Image, ImageKind, ImageSource
-from medseg.io._common import as_label_array, check_finite, smallest_int_dtype
+from medseg.io._common import (
+    as_label_array,
+    check_finite,
+    check_image,
+    check_payload,
+    check_voxel_count,
+    reader_guard,
+    smallest_int_dtype,
+)
+from medseg.io.formats import FORMATS
 
 __all__ = ["ITK_SUFFIXES", "read_itk", "write_itk"]
 
 log = logging.getLogger(__name__)
 
-ITK_SUFFIXES = {".mha": "mha", ".mhd": "mhd", ".nrrd": "nrrd", ".nhdr": "nrrd"}
+ITK_SUFFIXES = {s: s.lstrip(".").replace("nhdr", "nrrd") for s in FORMATS["itk"].suffixes}
 _MET_MODALITY = {"MET_MOD_CT": "CT", "MET_MOD_MR": "MR", "MET_MOD_NM": "NM", "MET_MOD_US": "US"}
 
 
+@reader_guard(InputError, "image file")
 def read_itk(
     path: str | PathLike[str], *, kind: ImageKind = "intensity", modality: str | None = None
 ) -> Image:
@@ -43,6 +53,8 @@ def read_itk(
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(p))
     try:
+        reader.ReadImageInformation()
+        _check_declared_size(reader, p)
         img = reader.Execute()
     except RuntimeError as e:
         first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
@@ -79,7 +91,26 @@ def read_itk(
     affine[:n, :n] = direction * np.asarray(img.GetSpacing())[None, :]
     affine[:n, n] = img.GetOrigin()
     fmt = ITK_SUFFIXES.get(p.suffix.lower(), "mha")
+    check_image(array, affine, p, "the header geometry (ElementSpacing/Offset/TransformMatrix, or NRRD space)")
     return Image(array, affine, kind, modality, ImageSource(path=p, format=fmt))
+
+
+def _check_declared_size(reader, path: Path) -> None:  # reader: SimpleITK.ImageFileReader
+    """Refuse an empty or absurd declared size before SimpleITK allocates it; for an uncompressed
+    single-file image (``.mha``, attached ``.nrrd``) also more bytes than the file holds."""
+    import SimpleITK as sitk
+
+    size = reader.GetSize()
+    voxels = check_voxel_count(size, path, f"the declared size {tuple(size)}")
+    components = max(1, int(reader.GetNumberOfComponents()))
+    itemsize = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1] * len(size), reader.GetPixelID())).dtype).itemsize
+    need = voxels * components * itemsize
+    if path.suffix.lower() in (".mha", ".nrrd"):
+        head = path.read_bytes()[:4096].lower()
+        compressed = b"compresseddata = true" in head or b"encoding: gzip" in head or b"encoding: gz" in head
+        raw = b"encoding: raw" in head or (b"elementdatafile = local" in head and not compressed)
+        if raw or compressed:
+            check_payload(need, path.stat().st_size, path, "the declared size x pixel type", compressed=compressed)
 
 
 def _itk_array(image: Image) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Read annotators' label maps from any supported file (PNG/NIfTI/NRRD/DICOM image or DICOM-SEG)."""
+"""Label maps in any supported file: read (PNG/NIfTI/NRRD/DICOM image or DICOM-SEG) and write (by suffix)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from medseg.errors import InputError
 from medseg.image import Image
 
-__all__ = ["read_label_map", "is_dicom_seg", "SEGMENTATION_STORAGE"]
+__all__ = ["read_label_map", "write_label_map", "check_label_map_path", "is_dicom_seg", "SEGMENTATION_STORAGE"]
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +19,8 @@ SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
 def is_dicom_seg(path: str | PathLike[str]) -> bool:
-    """True when ``path`` is a DICOM file whose SOP Class is Segmentation Storage (header only)."""
+    """True when ``path`` is a DICOM-SEG file: Segmentation Storage (BINARY/FRACTIONAL) or Label Map
+    Segmentation Storage (LABELMAP) SOP Class (header only)."""
     p = Path(path)
     if not p.is_file():
         return False
@@ -30,7 +31,9 @@ def is_dicom_seg(path: str | PathLike[str]) -> bool:
         ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPClassUID"])
     except (InvalidDicomError, OSError, ValueError):
         return False
-    return str(getattr(ds, "SOPClassUID", "")) == SEGMENTATION_STORAGE
+    from medseg.io.dicom import SEG_SOP_CLASSES
+
+    return str(getattr(ds, "SOPClassUID", "")) in SEG_SOP_CLASSES
 
 
 def read_label_map(
@@ -63,3 +66,63 @@ def read_label_map(
     from medseg.io import read_image
 
     return read_image(p, kind="label"), {}
+
+
+def check_label_map_path(path: str | PathLike[str], *, source: Image | None = None) -> Path:
+    """Validate an output path for :func:`write_label_map` *before* any work is done.
+
+    Raises:
+        ExportError: the suffix is no label-map format, the path is a folder, or a DICOM-SEG is
+            asked for without a DICOM source.
+    """
+    from medseg.errors import ExportError
+    from medseg.io.formats import suffix_of, writable_suffixes
+
+    p = Path(path)
+    suffixes = writable_suffixes(labels=True)
+    if suffix_of(p) not in suffixes:
+        raise ExportError(f"cannot write a label map as {suffix_of(p) or 'a file without a suffix'}", path=p,
+                          hint=f"use one of {', '.join(suffixes)} (.dcm = DICOM-SEG)")
+    if p.is_dir():
+        raise ExportError("the output path is a folder", path=p, hint="give a file name")
+    if suffix_of(p) == ".dcm" and source is not None and not source.source.is_dicom:
+        raise ExportError("a DICOM-SEG needs a DICOM image as its source", path=p,
+                          hint="pass the DICOM series/file, or write .nii.gz / .png")
+    return p
+
+
+def write_label_map(
+    labels: Image,
+    path: str | PathLike[str],
+    *,
+    source: Image | None = None,
+    label_names: Mapping[int, str] | None = None,
+    **seg_options: object,
+) -> Path:
+    """Write a label map in the format its suffix names (the one label-map writer).
+
+    ``.dcm`` -> DICOM-SEG referring to ``source`` (:func:`medseg.io.write_dicom_seg`, options passed
+    on); ``.nii.gz``/``.nii``/``.mha``/``.mhd``/``.nrrd``/``.png`` -> :func:`medseg.io.write_image`.
+
+    Args:
+        labels: integer label :class:`Image` ``(z, y, x)`` or ``(y, x)``.
+        path: output file.
+        source: the image the labels were made on (required for DICOM-SEG).
+        label_names: ``{value: name}`` (DICOM-SEG segment names/codes via :mod:`medseg.structures`).
+    """
+    from medseg.errors import ExportError
+
+    p = check_label_map_path(path, source=source)
+    if labels.kind != "label":
+        raise ExportError(f"a label map must be a label image, got a {labels.kind} image", path=p,
+                          hint="read it with kind='label' or use medseg.io.write_image")
+    if p.name.lower().endswith(".dcm"):
+        if source is None or label_names is None:
+            raise ExportError("a DICOM-SEG needs the DICOM image it was made on and the label names", path=p,
+                              hint="pass source= and label_names=, or write .nii.gz / .png")
+        from medseg.io.seg import write_dicom_seg
+
+        return write_dicom_seg(labels, source, p, label_names=label_names, **seg_options)  # type: ignore[arg-type]
+    from medseg.io.core import write_image
+
+    return write_image(labels, p)

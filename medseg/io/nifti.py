@@ -20,7 +20,16 @@ import numpy as np
 
 from medseg.errors import ExportError, GeometryError, InputError
 from medseg.image import Image, ImageKind, ImageSource
-from medseg.io._common import as_label_array, check_finite, native_byte_order, smallest_int_dtype
+from medseg.io._common import (
+    as_label_array,
+    check_finite,
+    check_image,
+    check_payload,
+    check_voxel_count,
+    native_byte_order,
+    reader_guard,
+    smallest_int_dtype,
+)
 
 __all__ = ["ras_lps_flip", "read_nifti", "write_nifti"]
 
@@ -49,7 +58,18 @@ def _is_orthogonal(affine: np.ndarray) -> bool:
 def _ras_affine(img, path: Path) -> np.ndarray:  # img: nibabel.Nifti1Image | Nifti2Image
     header = img.header
     sform, scode = header.get_sform(coded=True)
-    qform, qcode = header.get_qform(coded=True)
+    try:
+        qform, qcode = header.get_qform(coded=True)
+    except Exception as e:  # noqa: BLE001 - nibabel raises ValueError/... for an impossible quaternion
+        if not (scode and sform is not None and _is_orthogonal(sform)):
+            raise GeometryError(
+                f"the NIfTI qform cannot be used ({' '.join(str(e).split())}: quatern_b/c/d, pixdim[0]) "
+                "and there is no usable sform",
+                path=path,
+                hint="the header is corrupt; write the file again",
+            ) from e
+        log.warning("%s: the qform is invalid (%s); using the sform", path, e)
+        qform, qcode = None, 0
     if (
         scode
         and qcode
@@ -74,6 +94,7 @@ def _ras_affine(img, path: Path) -> np.ndarray:  # img: nibabel.Nifti1Image | Ni
     return np.asarray(header.get_base_affine(), dtype=np.float64)
 
 
+@reader_guard(InputError, "NIfTI file")
 def read_nifti(path: str | PathLike[str], *, kind: ImageKind = "intensity", modality: str = "OT") -> Image:
     """Read a 3-D NIfTI image into LPS.
 
@@ -95,12 +116,13 @@ def read_nifti(path: str | PathLike[str], *, kind: ImageKind = "intensity", moda
         img = nib.load(str(p))
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise InputError(f"not a NIfTI-1/2 image ({type(img).__name__})", path=p)
+        _check_declared_size(img, p)
         data = np.asanyarray(img.dataobj)
     except InputError:
         raise
     except Exception as e:
         raise InputError(
-            f"cannot read the NIfTI file, it is truncated or corrupt ({type(e).__name__}: {e})",
+            f"cannot read the NIfTI file, it is truncated or corrupt ({type(e).__name__}: {' '.join(str(e).split())})",
             path=p,
             hint="write the file again",
         ) from e
@@ -127,12 +149,29 @@ def read_nifti(path: str | PathLike[str], *, kind: ImageKind = "intensity", moda
     if kind == "label":
         array = as_label_array(array, p)
     affine = ras_lps_flip(_ras_affine(img, p))
+    what = "the NIfTI geometry (pixdim, qform/sform)"
     if two_d:  # keep a radiograph 2-D: the in-plane part of the affine, no fake third spacing
         plane = np.eye(3)
         plane[:2, :2] = affine[:2, :2]
         plane[:2, 2] = affine[:2, 3]
+        check_image(array[0], plane, p, what)
         return Image(array[0], plane, kind, modality, ImageSource(path=p, format="nifti"))
+    check_image(array, affine, p, what)
     return Image(array, affine, kind, modality, ImageSource(path=p, format="nifti"))
+
+
+def _check_declared_size(img, path: Path) -> None:  # img: nibabel.Nifti1Image | Nifti2Image
+    """Refuse a header whose dim/datatype declare an empty or absurd image, or more bytes than the
+    file holds (``.nii``) or than its compressed bytes can expand to (``.nii.gz``), before nibabel
+    allocates anything."""
+    header = img.header
+    shape = header.get_data_shape()
+    voxels = check_voxel_count(shape, path, f"dim {tuple(int(v) for v in shape)}")
+    need = voxels * header.get_data_dtype().itemsize + int(header.get_data_offset())
+    size = path.stat().st_size
+    with open(path, "rb") as fp:
+        gz = fp.read(2) == b"\x1f\x8b"
+    check_payload(need, size, path, "dim x datatype (plus vox_offset)", compressed=gz)
 
 
 def _nifti_dtype(image: Image) -> np.dtype:

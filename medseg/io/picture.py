@@ -26,18 +26,31 @@ import numpy as np
 
 from medseg.errors import ExportError, InputError
 from medseg.image import Image, ImageKind, ImageSource
-from medseg.io._common import as_label_array, check_finite, native_byte_order
+from medseg.io._common import (
+    MAX_VOXELS,
+    as_label_array,
+    check_finite,
+    check_image,
+    native_byte_order,
+    reader_guard,
+)
+from medseg.io.formats import FORMATS
 
 __all__ = ["PICTURE_SUFFIXES", "read_picture", "write_png", "to_uint8"]
 
 log = logging.getLogger(__name__)
 
-PICTURE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
+PICTURE_SUFFIXES = {s: {".jpg": "jpeg", ".tif": "tiff"}.get(s, s.lstrip(".")) for s in FORMATS["picture"].suffixes}
 _FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "TIFF": "tiff"}
 
 
+@reader_guard(InputError, "picture")
 def read_picture(path: str | PathLike[str], *, kind: ImageKind = "intensity", modality: str = "OT") -> Image:
-    """Read a PNG/JPEG/TIFF picture as a 2-D image (see the module docstring)."""
+    """Read a PNG/JPEG/TIFF picture as a 2-D image (see the module docstring).
+
+    The declared size is checked before decoding: at most Pillow's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS`` x 2, about 179 Mpixel) and :data:`~medseg.io._common.MAX_VOXELS`.
+    """
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
@@ -45,6 +58,13 @@ def read_picture(path: str | PathLike[str], *, kind: ImageKind = "intensity", mo
     try:
         with PILImage.open(p) as pic:
             fmt = _FORMATS.get(pic.format or "", PICTURE_SUFFIXES.get(p.suffix.lower(), "png"))
+            width, height = pic.size
+            if width < 1 or height < 1 or width * height > MAX_VOXELS:
+                raise InputError(
+                    f"the {pic.format} header declares {width} x {height} pixels",
+                    path=p,
+                    hint="the file is corrupt; save the picture again",
+                )
             pages = int(getattr(pic, "n_frames", 1))
             if pages > 1:
                 raise InputError(
@@ -58,12 +78,23 @@ def read_picture(path: str | PathLike[str], *, kind: ImageKind = "intensity", mo
         raise
     except UnidentifiedImageError as e:
         raise InputError("not a picture Pillow can read", path=p, hint="pass a PNG, JPEG or TIFF file") from e
-    except (OSError, SyntaxError, ValueError) as e:
+    except MemoryError:
+        raise
+    except PILImage.DecompressionBombError as e:
         raise InputError(
-            f"cannot read the picture, it is truncated or corrupt ({e})", path=p, hint="copy the file again"
+            f"the picture declares more pixels than Pillow decodes safely ({' '.join(str(e).split())[:160]})",
+            path=p,
+            hint="the header is corrupt, or downsample the picture first",
+        ) from e
+    except Exception as e:  # noqa: BLE001 - Pillow's plugins raise many types on corrupt files
+        raise InputError(
+            f"cannot read the picture, it is truncated or corrupt ({type(e).__name__}: {' '.join(str(e).split())[:200]})",
+            path=p,
+            hint="copy the file again",
         ) from e
     array = native_byte_order(array)
     check_finite(array, p)
+    check_image(array, np.eye(3), p, "the picture")
     if kind == "label":
         array = as_label_array(array, p)
     return Image(array, np.eye(3), kind, modality, ImageSource(path=p, format=fmt))

@@ -37,11 +37,12 @@ from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 
 from medseg import __version__
-from medseg.structures import concept_for
-from medseg.errors import DicomInputError, ExportError, GeometryError, InputError
-from medseg.image import present_labels
 from medseg.colours import RGB, label_colours
-from medseg.image import Image, ImageSource
+from medseg.errors import DicomInputError, ExportError, GeometryError, InputError
+from medseg.image import Image, ImageSource, present_labels
+from medseg.io._common import check_image, reader_guard
+from medseg.io.dicom import SEG_SOP_CLASSES, check_seg_dataset
+from medseg.structures import concept_for
 from medseg.utils import atomic_path
 
 __all__ = ["write_dicom_seg", "read_dicom_seg", "DicomSeg", "SegmentationType", "Compression"]
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 SegmentationType = Literal["BINARY", "LABELMAP"]
 Compression = Literal["auto", "none", "rle", "jpeg-ls"]
 
-SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 
 # Attributes highdicom copies from the first source header without a default (Type 2 in the
 # SEG): old or anonymised files may lack them, so a copy of that header gets empty values.
@@ -145,6 +145,7 @@ def write_dicom_seg(
     path = Path(path)
     seg_type = _check_segmentation_type(segmentation_type, path)
     datasets, files = _source_headers(labels, source, path)
+    datasets = _writable_sources(datasets, labels, path)
     frame_slices = _check_grid(labels, source, datasets, path)
     array, present = _present_labels(labels, path)
     segments = _choose_segments(present, label_names, seg_type, path)
@@ -153,7 +154,7 @@ def write_dicom_seg(
         pixel_array = pixel_array[frame_slices]
     transfer_syntax = _transfer_syntax(seg_type, compression, path)
 
-    first = _with_type2_attributes(datasets[0])
+    first = datasets[0]
     colour_of = label_colours([v for v, _, _ in segments], colours)
     family = codes.cid7162.ArtificialIntelligence
     algorithm = hd.AlgorithmIdentificationSequence(
@@ -172,7 +173,7 @@ def write_dicom_seg(
             # highdicom warns about one-component patient names copied from the source; not ours to fix
             warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
             seg = hd.seg.Segmentation(
-                source_images=[first, *datasets[1:]],
+                source_images=list(datasets),
                 pixel_array=pixel_array,
                 segmentation_type=seg_type,
                 segment_descriptions=descriptions,
@@ -190,12 +191,17 @@ def write_dicom_seg(
                 transfer_syntax_uid=transfer_syntax,
                 omit_empty_frames=True,
                 workers=workers if transfer_syntax.is_encapsulated else 0,
+                specific_character_set=specific_character_set(first),
             )
     except (ValueError, TypeError, AttributeError, KeyError) as err:
+        # highdicom's own words stay in the log and the traceback; the user gets what to fix
+        log.debug("%s: highdicom refused the SEG: %s: %s", path, type(err).__name__, err)
         raise ExportError(
-            f"highdicom could not build the DICOM-SEG: {err}",
+            f"the source DICOM headers ({_sop_name(first)}) do not allow a DICOM-SEG to be built "
+            f"({type(err).__name__} in highdicom)",
             path=path,
-            hint="check the source DICOM headers (Rows/Columns, UIDs) and the label values",
+            hint="check the source series with `dciodvfy` and export it again from the PACS; "
+            "or write the labels as NIfTI (medseg.io.write_image)",
         ) from err
 
     seg.SeriesDescription = description
@@ -203,8 +209,11 @@ def write_dicom_seg(
     seg.SeriesTime = seg.ContentTime
     if first.get("BodyPartExamined"):
         seg.BodyPartExamined = first.BodyPartExamined
-    if "FrameOfReferenceUID" not in seg:
-        _fix_projection_seg(seg, first)
+    value_of = {number: value for value, number, _ in segments}
+    for item in seg.SegmentSequence:
+        if int(item.SegmentNumber) in value_of:  # not the background segment 0 of a LABELMAP
+            _set_label_value(item, value_of[int(item.SegmentNumber)])
+    _fix_pixel_measures(seg, first, labels, source)
     _blank_invalid_values(seg, path)
 
     with atomic_path(path, protect=tuple(files)) as tmp:
@@ -279,7 +288,7 @@ def _check_grid(
         )
     first = datasets[0]
     rows, cols = int(first.get("Rows") or 0), int(first.get("Columns") or 0)
-    frames = int(first.get("NumberOfFrames") or 1)
+    frames = _frames(first)
     if labels.ndim == 2:
         if len(datasets) != 1 or frames != 1:
             raise GeometryError(
@@ -527,16 +536,163 @@ def _segment_description(
     return description
 
 
-def _with_type2_attributes(first: pydicom.Dataset) -> pydicom.Dataset:
-    """The first source header, copied with empty Type 2 patient/study attributes where missing."""
-    missing = [k for k in _TYPE2_FROM_SOURCE if k not in first]
-    if not missing:
-        return first
+def _frames(ds: pydicom.Dataset) -> int:
+    """Number Of Frames as an int (1 when absent; ``_writable_sources`` has repaired bad values)."""
+    try:
+        return max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _sop_name(ds: pydicom.Dataset) -> str:
+    uid = str(ds.get("SOPClassUID", "") or "")
+    return pydicom.uid.UID(uid).name if uid else "no SOP class"
+
+
+def _writable_sources(
+    datasets: Sequence[pydicom.Dataset], labels: Image, path: Path
+) -> tuple[pydicom.Dataset, ...]:
+    """The source headers as highdicom needs them: repaired copies where a reader-accepted header
+    lacks what the SEG copies (the caller's datasets are never modified).
+
+    * missing Type 2 patient/study attributes -> empty values (``_TYPE2_FROM_SOURCE``);
+    * an unreadable Number Of Frames (e.g. ``1A``) -> the number of frames medseg read;
+    * a volume (3-D labels) without Frame Of Reference UID, or a multi-frame IOD without
+      functional groups (e.g. a one-frame RT Dose): refused, naming the attribute, because a
+      SEG of such a source cannot say where its frames lie.
+    """
+    first = datasets[0]
+    repairs: dict[str, Any] = {k: None for k in _TYPE2_FROM_SOURCE if k not in first}
+    raw_frames = first.get("NumberOfFrames")
+    if raw_frames is not None:
+        try:
+            ok = int(raw_frames) >= 1
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            read = labels.shape[0] if labels.ndim == 3 and len(datasets) == 1 else 1
+            repairs["NumberOfFrames"] = read
+            log.warning(
+                "%s: the source NumberOfFrames %r is not a number; the SEG uses the %d frame(s) read",
+                path,
+                str(raw_frames),
+                read,
+            )
+    if labels.ndim == 3 and not first.get("FrameOfReferenceUID"):
+        raise ExportError(
+            f"the source {_sop_name(first)} header has ImagePositionPatient but no FrameOfReferenceUID, "
+            "which a SEG of a volume needs to place its frames",
+            path=path,
+            hint="export the series again from the PACS with complete headers, or write the labels as NIfTI",
+        )
+    if (
+        _frames(first) == 1
+        and "NumberOfFrames" in first
+        and "PerFrameFunctionalGroupsSequence" not in first
+        and _is_multiframe_iod(first)
+    ):
+        raise ExportError(
+            f"the source is a {_sop_name(first)} object without SharedFunctionalGroupsSequence / "
+            "PerFrameFunctionalGroupsSequence, which a SEG of a multi-frame object refers to",
+            path=path,
+            hint="write the labels as NIfTI (medseg.io.write_image), or convert the source to "
+            "single-frame images first",
+        )
+    if not repairs:
+        return tuple(datasets)
     out = copy.deepcopy(first)  # never modify the caller's headers
+    for keyword, value in repairs.items():
+        setattr(out, keyword, value)
+    missing = [k for k, v in repairs.items() if v is None]
+    if missing:
+        log.info("source header lacks %s; the SEG gets empty values", ", ".join(missing))
+    return (out, *datasets[1:])
+
+
+def with_type2_attributes(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """``ds``, or a copy of it with empty values for the Type 2 patient/study attributes it lacks.
+
+    highdicom copies these from the first source header into a SEG or SR without defaults; old
+    or anonymised files may lack them. The caller's dataset is never modified.
+    """
+    missing = [k for k in _TYPE2_FROM_SOURCE if k not in ds]
+    if not missing:
+        return ds
+    out = copy.deepcopy(ds)
     for keyword in missing:
         setattr(out, keyword, None)
-    log.info("source header lacks %s; the SEG gets empty values", ", ".join(missing))
+    log.info("source header lacks %s; the new object gets empty values", ", ".join(missing))
     return out
+
+
+def _is_multiframe_iod(ds: pydicom.Dataset) -> bool:
+    """Whether the source's IOD is multi-frame (highdicom then reads its functional groups)."""
+    from highdicom._standard_utils import is_multiframe_image  # highdicom's own test, same decision
+
+    try:
+        return bool(is_multiframe_image(ds))
+    except Exception:  # unknown SOP class: highdicom treats it as single-frame
+        return False
+
+
+def specific_character_set(ds: pydicom.Dataset) -> str | list[str] | None:
+    """A valid Specific Character Set for an object that copies text from ``ds``.
+
+    pydicom has already decoded the source's text, so any repertoire that can encode it works:
+    the source's own terms when they are valid (empty values dropped: an empty or missing
+    charset is the default repertoire), else ``ISO_IR 192`` (UTF-8) when text is not ASCII.
+    Used by the SEG and SR writers.
+    """
+    raw = ds.get("SpecificCharacterSet")
+    terms = [raw] if isinstance(raw, str) else list(raw or [])
+    terms = [str(t).strip().upper().replace("ISO IR", "ISO_IR").replace("ISO-IR", "ISO_IR") for t in terms]
+    if len(terms) > 1 and not terms[0]:
+        terms[0] = "ISO 2022 IR 6"  # an empty first term of a code-extension list is the default one
+    terms = [t for t in terms if t]
+    if terms == ["ISO_IR 6"]:  # the default repertoire, written as "no value"
+        terms = []
+    if not terms:
+        return "ISO_IR 192" if _has_non_ascii_text(ds) else None
+    valid = {v.value for v in hd.enum.SpecificCharacterSetValues}
+    if all(t in valid for t in terms):
+        return terms[0] if len(terms) == 1 else terms
+    log.info("source SpecificCharacterSet %r is not a defined term; the object is written in UTF-8", raw)
+    return "ISO_IR 192"
+
+
+def _has_non_ascii_text(ds: pydicom.Dataset) -> bool:
+    for element in ds:
+        if element.VR in ("PN", "LO", "SH", "ST", "LT", "UT", "UC") and element.value not in (None, ""):
+            if not str(element.value).isascii():
+                return True
+    return False
+
+
+#: Private block where each Segment Sequence item keeps its medseg label value (a BINARY SEG
+#: must number its segments 1..K, so the label values {1, 2, 5} would otherwise come back as
+#: {1, 2, 3}). Standard readers ignore it; :func:`read_dicom_seg` uses it when present.
+_PRIVATE_GROUP, _PRIVATE_CREATOR, _PRIVATE_LABEL_VALUE = 0x0071, "medseg", 0x01
+
+
+def _set_label_value(item: pydicom.Dataset, value: int) -> None:
+    item.private_block(_PRIVATE_GROUP, _PRIVATE_CREATOR, create=True).add_new(
+        _PRIVATE_LABEL_VALUE, "US", int(value)
+    )
+
+
+def _label_value(item: pydicom.Dataset) -> int | None:
+    """The medseg label value stored in a Segment Sequence item, or None."""
+    try:
+        element = item.private_block(_PRIVATE_GROUP, _PRIVATE_CREATOR)[_PRIVATE_LABEL_VALUE]
+    except KeyError:
+        return None
+    value = element.value
+    try:
+        if isinstance(value, bytes):  # read as UN (implicit VR without a private dictionary)
+            return int.from_bytes(value[:2], "little") if len(value) >= 2 else None
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _default_series_number(first: pydicom.Dataset) -> int:
@@ -551,19 +707,59 @@ def _person_name(name: str) -> str:
     return text if "^" in text or not text else f"{text}^"  # family-name component, no PN warning
 
 
-def _fix_projection_seg(seg: hd.seg.Segmentation, first: pydicom.Dataset) -> None:
-    """Adjust a SEG of a projection image (no frame of reference: CR/DX/secondary capture).
+def _valid_thickness(ds: pydicom.Dataset) -> float | None:
+    try:
+        value = float(ds.get("SliceThickness"))
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
 
-    * Patient Orientation (Type 2C, required without plane orientation): copied from the source.
-    * highdicom 0.28 still writes a shared Pixel Measures item with Pixel Spacing only, which its
-      own reader (and the idea of highdicom PR #183) rejects; without a frame of reference the
-      functional group is optional, so it is removed.
+
+def _fix_pixel_measures(
+    seg: hd.seg.Segmentation, first: pydicom.Dataset, labels: Image, source: Image | None
+) -> None:
+    """Complete what highdicom leaves out for sources with partial geometry headers.
+
+    * Volumes: Slice Thickness (Type 1C in Pixel Measures) missing or empty in the source -> the
+      label slice spacing.
+    * 2-D images (radiographs, secondary captures, with or without a frame of reference): the
+      shared Pixel Measures item gets the image's pixel spacing (whichever of PixelSpacing /
+      ImagerPixelSpacing / NominalScannedPixelSpacing the reader used; none when the spacing is
+      unknown and there is no frame of reference) and a Slice Thickness (the source's, else 1 mm:
+      a projection has no slices, but readers, highdicom's included, require the value next to
+      Pixel Spacing); Patient Orientation (Type 2C without plane orientation) is copied.
     """
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    measures = shared.PixelMeasuresSequence[0] if "PixelMeasuresSequence" in shared else None
+    if labels.ndim == 3:
+        if measures is not None and _valid_thickness(measures) is None:
+            measures.SliceThickness = _ds_number(float(labels.spacing[2]))
+        if measures is not None and labels.shape[0] == 1:
+            # one slice has no spacing to measure: keep the one medseg read (SpacingBetweenSlices,
+            # else SliceThickness) so the SEG read alone has the source's geometry
+            measures.SpacingBetweenSlices = _ds_number(float(labels.spacing[2]))
+        return
     orientation = first.get("PatientOrientation")
     seg.PatientOrientation = orientation if orientation else None
-    shared = seg.SharedFunctionalGroupsSequence[0]
-    if "PixelMeasuresSequence" in shared:
-        del shared.PixelMeasuresSequence
+    image = source if source is not None and source.source.is_dicom else labels
+    known = image.source.spacing_tag is not None
+    has_for = "FrameOfReferenceUID" in seg
+    if not known and not has_for:
+        if measures is not None:
+            del shared.PixelMeasuresSequence
+        return
+    item = pydicom.Dataset()
+    col_spacing, row_spacing = (float(v) for v in labels.spacing[:2])
+    item.PixelSpacing = [_ds_number(row_spacing), _ds_number(col_spacing)]
+    item.SliceThickness = _ds_number(_valid_thickness(first) or 1.0)
+    shared.PixelMeasuresSequence = pydicom.Sequence([item])
+
+
+def _ds_number(value: float) -> str:
+    """A DS string (at most 16 characters) for ``value``."""
+    from pydicom.valuerep import format_number_as_ds
+
+    return str(format_number_as_ds(float(value)))
 
 
 def _blank_invalid_values(seg: pydicom.Dataset, path: Path) -> None:
@@ -600,6 +796,9 @@ def _fmt(values: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 # reading
 # ---------------------------------------------------------------------------------------------
+@reader_guard(  # issue #13: only one-line medseg errors leave; the result is checked
+    DicomInputError, "DICOM-SEG", check=lambda r, p: check_image(r.labels.array, r.labels.affine, p, "the SEG geometry")
+)
 def read_dicom_seg(
     path: str | PathLike[str],
     source: Image | None = None,
@@ -636,7 +835,7 @@ def read_dicom_seg(
     seg, pixel_spacing = _load_seg(path)
     numbers = [int(n) for n in seg.segment_numbers]
     seg_names = {n: str(seg.get_segment_description(n).SegmentLabel) for n in numbers}
-    values = _segment_values(seg_names, label_names, path)
+    values = _segment_values(seg_names, label_names, path, _stored_values(seg, numbers))
     if source is not None:
         masks = _masks_on_source(seg, numbers, source, path)
         affine, provenance = source.affine, source.source
@@ -671,11 +870,13 @@ def read_dicom_seg(
 
 
 def _load_seg(path: Path) -> tuple[hd.seg.Segmentation, Any]:
-    """The parsed SEG and, for projection SEGs, the Pixel Spacing of its shared Pixel Measures."""
+    """The parsed SEG and the Pixel Spacing of its shared Pixel Measures (``None`` if absent)."""
     try:
         ds = pydicom.dcmread(path)
     except (OSError, pydicom.errors.InvalidDicomError) as err:
-        raise DicomInputError(f"cannot read DICOM: {err}", path=path, hint="give a DICOM-SEG file") from err
+        raise DicomInputError(
+            f"cannot read the file as DICOM ({type(err).__name__})", path=path, hint="give a DICOM-SEG file"
+        ) from err
     if str(ds.get("SOPClassUID", "")) not in SEG_SOP_CLASSES:
         raise DicomInputError(
             f"not a DICOM Segmentation (SOP class {ds.get('SOPClassUID', 'missing')}, modality "
@@ -683,25 +884,73 @@ def _load_seg(path: Path) -> tuple[hd.seg.Segmentation, Any]:
             path=path,
             hint="give a SEG object (modality SEG)",
         )
+    check_seg_dataset(ds, path)  # issue #13: sizes, geometry and structure checked before highdicom
+    _to_little_endian(ds, path)
     shared = ds.get("SharedFunctionalGroupsSequence")
     pixel_spacing = None
-    if "FrameOfReferenceUID" not in ds and shared and "PixelMeasuresSequence" in shared[0]:
-        # highdicom's reader needs Slice Thickness in Pixel Measures, meaningless (and absent)
-        # for projection images; the pixel spacing is kept on the side.
-        pixel_spacing = shared[0].PixelMeasuresSequence[0].get("PixelSpacing")
-        del shared[0].PixelMeasuresSequence
+    if shared and "PixelMeasuresSequence" in shared[0] and shared[0].PixelMeasuresSequence:
+        measures = shared[0].PixelMeasuresSequence[0]
+        pixel_spacing = measures.get("PixelSpacing")
+        if "SliceThickness" not in measures or "PixelSpacing" not in measures:
+            # highdicom's reader needs both; projection SEGs (and older medseg ones) may hold
+            # Pixel Spacing only. Without plane positions the item places nothing: kept on the side.
+            del shared[0].PixelMeasuresSequence
     try:
         return hd.seg.Segmentation.from_dataset(ds, copy=False), pixel_spacing
-    except (ValueError, TypeError, AttributeError, KeyError) as err:
-        raise DicomInputError(f"highdicom cannot parse this SEG: {err}", path=path) from err
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as err:
+        log.debug("%s: highdicom cannot parse the SEG: %s: %s", path, type(err).__name__, err)
+        raise DicomInputError(
+            f"the SEG's headers are incomplete or inconsistent ({type(err).__name__} in highdicom)",
+            path=path,
+            hint="check the file with `dciodvfy`; ask its writer for a conformant SEG",
+        ) from err
+
+
+def _to_little_endian(ds: pydicom.Dataset, path: Path) -> None:
+    """Re-encode the pixel data of a big-endian SEG in memory (highdicom reads little endian only).
+
+    pydicom decodes Explicit VR Big Endian (retired, still written by some tools); the frames are
+    packed again as highdicom expects (1 bit per pixel for BINARY, native words otherwise).
+    """
+    from pydicom.pixels import pack_bits
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or meta.get("TransferSyntaxUID") != ExplicitVRBigEndian:
+        return
+    try:
+        pixels = np.asarray(ds.pixel_array)
+    except Exception as err:  # pydicom raises several types for broken pixel data
+        raise DicomInputError(
+            f"the big-endian pixel data cannot be decoded ({type(err).__name__})", path=path
+        ) from err
+    if int(ds.BitsAllocated) == 1:
+        ds.PixelData = pack_bits(pixels.astype(np.uint8).ravel())
+    else:
+        ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    log.info("%s: big-endian SEG re-encoded as little endian for reading", path)
+
+
+def _stored_values(seg: pydicom.Dataset, numbers: list[int]) -> dict[int, int] | None:
+    """``{segment number: label value}`` from medseg's private tag, when every segment has one."""
+    stored = {int(item.SegmentNumber): _label_value(item) for item in seg.SegmentSequence}
+    values = {n: stored.get(n) for n in numbers}
+    if any(v is None or v <= 0 for v in values.values()) or len(set(values.values())) != len(values):
+        return None
+    return {n: int(v) for n, v in values.items() if v is not None}
 
 
 def _segment_values(
-    seg_names: dict[int, str], label_names: Mapping[int, str] | None, path: Path
+    seg_names: dict[int, str],
+    label_names: Mapping[int, str] | None,
+    path: Path,
+    stored: dict[int, int] | None = None,
 ) -> dict[int, int]:
-    """``{segment number: label value}``."""
+    """``{segment number: label value}``: by name with ``label_names``, else the label values
+    medseg stored (so BINARY and LABELMAP give the same values back), else the segment numbers."""
     if label_names is None:
-        return {n: n for n in seg_names}
+        return stored if stored is not None else {n: n for n in seg_names}
     by_name = {str(v).strip().casefold(): int(k) for k, v in label_names.items() if int(k) != 0}
     out: dict[int, int] = {}
     for n, name in seg_names.items():
@@ -779,21 +1028,40 @@ def _masks_on_source(seg: hd.seg.Segmentation, numbers: list[int], source: Image
 def _masks_on_own_grid(
     seg: hd.seg.Segmentation, numbers: list[int], pixel_spacing: Any, path: Path
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Segment masks on the SEG's own grid and the matching affine (index x, y[, z] -> LPS)."""
-    if "FrameOfReferenceUID" in seg and seg.coordinate_system is not None:
+    """Segment masks on the SEG's own grid and the matching affine (index x, y[, z] -> LPS).
+
+    Volumes come back in :func:`medseg.io.read_image`'s slice order (ascending along
+    ``row direction x column direction``), so the array is index-aligned with the source series
+    read by medseg. SEGs without plane positions (projection images, 2-D images with only a
+    frame of reference) come back 2-D with the SEG's pixel spacing (1 mm if it has none).
+    """
+    if _has_plane_positions(seg):
         try:
             volume = seg.get_volume(combine_segments=False, skip_overlap_checks=True, rescale_fractional=True)
         except (RuntimeError, ValueError) as err:
+            log.debug("%s: highdicom get_volume: %s: %s", path, type(err).__name__, err)
             raise GeometryError(
-                f"the SEG frames do not form a regular volume: {err}",
+                "the SEG frames do not form a regular volume (irregular or missing slice positions)",
                 path=path,
                 hint="give the source image so the frames are placed on its grid",
             ) from err
-        return volume.array, _hd_affine(volume.affine)
+        array, affine = np.asarray(volume.array), _hd_affine(volume.affine)
+        if array.shape[0] == 1:  # highdicom cannot know the spacing of one slice; read_image's rule
+            thickness = _single_slice_spacing(seg)
+            if thickness is not None:
+                affine = affine.copy()
+                affine[:3, 2] *= thickness / float(np.linalg.norm(affine[:3, 2]))
+        normal = np.cross(affine[:3, 0], affine[:3, 1])
+        if float(normal @ affine[:3, 2]) < 0:  # highdicom stacked against the slice normal
+            array = array[::-1]
+            affine = affine.copy()
+            affine[:3, 3] = affine[:3, 3] + (array.shape[0] - 1) * affine[:3, 2]
+            affine[:3, 2] = -affine[:3, 2]
+        return np.ascontiguousarray(array), affine
     referenced = [uid for _, _, uid in seg.get_source_image_uids()]
     if len(set(referenced)) != 1:
         raise GeometryError(
-            f"a SEG without frame of reference refers to {len(set(referenced))} images; cannot choose one",
+            f"a SEG without slice positions refers to {len(set(referenced))} images; cannot choose one",
             path=path,
             hint="give the source image",
         )
@@ -804,3 +1072,30 @@ def _masks_on_own_grid(
         (float(pixel_spacing[0]), float(pixel_spacing[1])) if pixel_spacing else (1.0, 1.0)
     )
     return array, np.diag([col_spacing, row_spacing, 1.0])
+
+
+def _single_slice_spacing(seg: pydicom.Dataset) -> float | None:
+    """Spacing Between Slices, else Slice Thickness, of the SEG's shared Pixel Measures."""
+    groups = seg.get("SharedFunctionalGroupsSequence")
+    if not groups or not groups[0].get("PixelMeasuresSequence"):
+        return None
+    measures = groups[0].PixelMeasuresSequence[0]
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        try:
+            value = float(measures.get(keyword))
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(value) and value > 0:
+            return value
+    return None
+
+
+def _has_plane_positions(seg: pydicom.Dataset) -> bool:
+    """Whether the SEG places its frames in patient space (frame of reference + plane positions)."""
+    if "FrameOfReferenceUID" not in seg or getattr(seg, "coordinate_system", None) is None:
+        return False
+    for keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = seg.get(keyword)
+        if groups and "PlanePositionSequence" in groups[0]:
+            return True
+    return False

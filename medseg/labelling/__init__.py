@@ -3,7 +3,7 @@
 Layer 5: uses :mod:`medseg.metrics`, :mod:`medseg.io` and :mod:`medseg.export` (DICOM-SEG input).
 """
 
-from medseg.labelling.autolabel import AutolabelParams, autolabel_ct_lungs
+from medseg.labelling.autolabel import AutolabelParams, autolabel, autolabel_ct_lungs
 from medseg.labelling.compare import AgreementReport, AgreementRow, agreement, consensus
 from medseg.labelling.checks import DEFAULT_LUNG_LABELS, QCFlag, QCLimits, lung_role, qc, qc_files
 
@@ -21,6 +21,7 @@ __all__ = [
     "lung_role",
     "qc",
     "qc_files",
+    "autolabel",
     "autolabel_ct_lungs",
     "AutolabelParams",
     "case_uncertainty",

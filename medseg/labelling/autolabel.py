@@ -43,6 +43,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -52,6 +54,7 @@ from medseg.image import Image
 
 __all__ = [
     "LUNG_LABELS",
+    "autolabel",
     "AutolabelParams",
     "autolabel_ct_lungs",
 ]
@@ -483,3 +486,29 @@ def autolabel_ct_lungs(ct: Image, params: AutolabelParams | None = None) -> Imag
         sub[m] = value
     log.info("autolabel_ct_lungs: %.1f s", time.perf_counter() - t0)
     return ct.with_array(out, kind="label")
+
+
+def autolabel(
+    input: str | PathLike[str],
+    out: str | PathLike[str],
+    params: AutolabelParams | None = None,
+) -> tuple[Image, Path]:
+    """Label the lungs of a chest CT file or DICOM folder and write the label map (library verb of
+    ``medseg autolabel ct-lungs``).
+
+    The output format follows ``out``'s suffix through :func:`medseg.io.write_label_map` (``.dcm`` =
+    DICOM-SEG referring to the DICOM CT; ``.nii.gz``, ``.mha``, ``.nrrd`` = label map); the path is
+    checked before the (seconds-long) labelling starts.
+
+    Returns:
+        ``(labels, path written)``; labels ``(z, y, x)`` with 1 = right lung, 2 = left lung.
+    """
+    from medseg.io import check_label_map_path, read_image, write_label_map
+
+    check_label_map_path(out)
+    ct = read_image(input, modality="CT")
+    check_label_map_path(out, source=ct)
+    labels = autolabel_ct_lungs(ct, params)
+    written = write_label_map(labels, out, source=ct, label_names=LUNG_LABELS,
+                              algorithm_name="medseg autolabel ct-lungs")
+    return labels, written

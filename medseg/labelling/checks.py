@@ -41,11 +41,25 @@ from medseg.errors import GeometryError, InputError
 from medseg.image import Image, patient_left_sign
 from medseg.structures import DEFAULT_LUNG_LABELS, parse_structure
 
-__all__ = ["QCFlag", "QCLimits", "qc", "qc_files", "lung_role", "DEFAULT_LUNG_LABELS"]
+__all__ = [
+    "QCFlag",
+    "QCLimits",
+    "qc",
+    "qc_files",
+    "lung_role",
+    "require_label_map",
+    "MAX_LABEL_VALUES",
+    "DEFAULT_LUNG_LABELS",
+]
 
 logger = logging.getLogger(__name__)
 
-#: The project's lung label convention (same as ``Config.labels``' default).
+#: More distinct non-zero values than this and an array is taken for an intensity image, not a
+#: label map. Label maps hold a handful of structures; 8-bit radiographs hold ~200-256 grey values
+#: (the shared CXR images: 200-256), CT volumes thousands.
+MAX_LABEL_VALUES = 64
+
+MaskArg = Image | str | PathLike[str]
 
 
 @dataclass(frozen=True)
@@ -176,33 +190,94 @@ def _present_values(arr: np.ndarray) -> set[int]:
     return {int(v) for v in np.unique(arr)}
 
 
+def require_label_map(labels: Image, *, max_values: int = MAX_LABEL_VALUES) -> None:
+    """Raise :class:`InputError` (one line naming the file) unless ``labels`` looks like a label map.
+
+    A label map is an integer image with few values: an image of kind ``"intensity"``, one with
+    negative values (CT in HU), non-whole values, or more than ``max_values`` distinct non-zero
+    values (a radiograph or CT read as labels) is refused. ``labels`` is ``(y, x)`` or ``(z, y, x)``.
+    """
+    path = labels.source.path
+    hint = "pass the mask (an integer label map), not the image it segments; give the image as --image / image="
+    if labels.kind != "label":
+        raise InputError("expected a label map, got an intensity image", path=path, hint=hint)
+    arr = labels.array
+    if arr.size == 0:
+        return
+    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+        if not np.array_equal(arr, np.round(arr)):
+            raise InputError("this is an intensity image, not a label map (values are not whole numbers)",
+                             path=path, hint=hint)
+    lo = float(arr.min())
+    if lo < 0:
+        raise InputError(
+            f"this is an intensity image, not a label map (values {lo:.0f}..{float(arr.max()):.0f}; "
+            "labels are 0 or positive)",
+            path=path,
+            hint=hint,
+        )
+    n = len(_present_values(arr) - {0})
+    if n > max_values:
+        raise InputError(
+            f"this is an intensity image, not a label map ({n} distinct values, "
+            f"a label map has at most {max_values})",
+            path=path,
+            hint=hint,
+        )
+
+
+def _read_mask(
+    labels: MaskArg, label_names: Mapping[int, str] | None
+) -> tuple[Image, Mapping[int, str] | None]:
+    """``(label Image, names)``: a path is read with :func:`medseg.io.read_label_map`; the names are
+    ``label_names`` if given, else a DICOM-SEG's segment labels, else None (the default lung labels)."""
+    if isinstance(labels, Image):
+        return labels, label_names
+    if not isinstance(labels, (str, PathLike)):
+        raise InputError(
+            f"expected a mask file or a label Image, got {type(labels).__name__}",
+            hint="pass a path (PNG, NIfTI, DICOM-SEG, ...) or medseg.Image",
+        )
+    from medseg.io import read_label_map
+
+    img, seg_names = read_label_map(labels, label_names=label_names)
+    return img, (label_names if label_names is not None else (seg_names or None))
+
+
 def qc(
-    labels: Image,
+    labels: MaskArg,
     *,
     label_names: Mapping[int, str] | None = None,
-    image: Image | None = None,
+    image: Image | str | PathLike[str] | None = None,
     limits: QCLimits | None = None,
 ) -> list[QCFlag]:
     """Flag implausible lung masks.
 
     Args:
-        labels: label map ``(y, x)`` (radiograph) or ``(z, y, x)`` (CT), kind ``"label"``. 3-D
-            masks are treated as CT (volume in mL from the spacing), 2-D ones as frontal radiographs.
-        label_names: label value -> structure name; default ``{1: "right lung", 2: "left lung"}``.
-        image: optional CT intensity image in HU on the same grid, enables ``outside_body``.
+        labels: label map ``(y, x)`` (radiograph) or ``(z, y, x)`` (CT), kind ``"label"``, or its
+            file (PNG, NIfTI, NRRD/MHA, DICOM, DICOM-SEG; read with
+            :func:`medseg.io.read_label_map`). 3-D masks are treated as CT (volume in mL from the
+            spacing), 2-D ones as frontal radiographs.
+        label_names: label value -> structure name; default: a DICOM-SEG's segment labels, else
+            ``{1: "right lung", 2: "left lung"}``.
+        image: optional CT intensity image in HU on the same grid (Image or file), enables
+            ``outside_body``.
         limits: thresholds (default :class:`QCLimits`).
 
     Returns:
         The flags, in check order per label (empty list = plausible).
+
+    Raises:
+        InputError: the mask is an intensity image (see :func:`require_label_map`) or unreadable.
     """
     from scipy import ndimage as ndi
 
-    if labels.kind != "label":
-        raise InputError(
-            "qc needs a label map, got an intensity image",
-            path=labels.source.path,
-            hint="pass the mask; give the CT as image=",
-        )
+    labels, label_names = _read_mask(labels, label_names)
+    require_label_map(labels)
+    if image is not None and not isinstance(image, Image):
+        from medseg.io import read_image
+
+        image = read_image(image, kind="intensity")
     lim = limits or QCLimits()
     names = dict(DEFAULT_LUNG_LABELS if label_names is None else label_names)
     path = None if labels.source.path is None else str(labels.source.path)
@@ -364,8 +439,6 @@ def qc_files(
     ``label_names`` if given, else the segment labels of a DICOM-SEG, else
     ``{1: "right lung", 2: "left lung"}``.
     """
-    from medseg.io import read_label_map
-
     if images is not None and len(images) != len(masks):
         raise InputError(
             f"{len(images)} images given for {len(masks)} masks",
@@ -373,12 +446,6 @@ def qc_files(
         )
     out: dict[str, list[QCFlag]] = {}
     for i, path in enumerate(masks):
-        labels, seg_names = read_label_map(path, label_names=label_names)
-        names = label_names if label_names is not None else (seg_names or None)
-        image = None
-        if images is not None:
-            from medseg.io import read_image
-
-            image = read_image(images[i], kind="intensity")
-        out[str(path)] = qc(labels, label_names=names, image=image, limits=limits)
+        image = None if images is None else images[i]
+        out[str(path)] = qc(path, label_names=label_names, image=image, limits=limits)
     return out

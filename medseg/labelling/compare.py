@@ -21,12 +21,21 @@ from typing import Literal
 
 import numpy as np
 
-from medseg.errors import GeometryError, InputError
+from medseg.errors import ExportError, GeometryError, InputError
 from medseg.image import Image
+from medseg.labelling.checks import require_label_map
 from medseg.metrics import per_label_metrics
+from medseg.structures import LabelMap
 from medseg.utils import atomic_path
 
-__all__ = ["AgreementRow", "AgreementReport", "agreement", "consensus", "ConsensusMethod"]
+__all__ = [
+    "AgreementRow",
+    "AgreementReport",
+    "agreement",
+    "consensus",
+    "check_consensus_path",
+    "ConsensusMethod",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +82,9 @@ class AgreementReport:
         size_unit: ``"mL"``, ``"cm2"``, ``"voxels"`` or ``"px"``.
         consensus: the consensus label map (3+ raters), on the raters' grid.
         notes: caveats to show the user (e.g. distances in pixels).
-        sources: the input files (never overwritten by :meth:`to_csv`).
+        sources: the input files (never overwritten by :meth:`to_csv` / :meth:`save_consensus`).
+        reference_image: the annotated image (``source=`` of :func:`agreement`), if given; a
+            DICOM one lets :meth:`save_consensus` write a DICOM-SEG.
     """
 
     rows: list[AgreementRow]
@@ -85,6 +96,7 @@ class AgreementReport:
     consensus: Image | None = None
     notes: list[str] = field(default_factory=list)
     sources: list[Path] = field(default_factory=list)
+    reference_image: Image | None = None
 
     def as_dicts(self) -> list[dict[str, object]]:
         """The rows as plain dicts (plus the units), e.g. for a DataFrame."""
@@ -105,6 +117,56 @@ class AgreementReport:
             tmp.write_text(buf.getvalue())
         logger.info("wrote agreement table %s (%d rows)", target, len(self.rows))
         return target
+
+    def save_consensus(self, path: str | PathLike[str]) -> Path:
+        """Write the consensus label map atomically; the format follows the suffix.
+
+        ``.nii.gz``/``.nii``/``.mha``/``.nrrd``/``.png`` via :func:`medseg.io.write_label_map`
+        (which uses :func:`medseg.io.write_image`); ``.dcm`` writes a DICOM-SEG when the report has
+        a DICOM ``reference_image`` (``agreement(..., source=CT)``). Never over an input.
+
+        Raises:
+            ExportError: no consensus (fewer than 3 raters), an input path, or an unusable suffix.
+        """
+        if self.consensus is None:
+            raise ExportError(
+                f"no consensus to save: {len(self.raters)} masks given",
+                path=path,
+                hint="a consensus (STAPLE / majority) needs 3 or more masks",
+            )
+        target = check_consensus_path(path, self.sources, source=self.reference_image)
+        from medseg.io import write_label_map
+
+        out = write_label_map(self.consensus, target, source=self.reference_image, label_names=self.labels)
+        logger.info("wrote %s consensus %s", self.method, out)
+        return out
+
+
+def check_consensus_path(
+    path: str | PathLike[str],
+    inputs: Sequence[str | PathLike[str]],
+    *,
+    source: Image | str | PathLike[str] | None = None,
+) -> Path:
+    """Validate a consensus output path before any work: a label-map suffix, not a folder, not an
+    input, and for ``.dcm`` (DICOM-SEG) an annotated image ``source`` (a DICOM one: checked here
+    when ``source`` is an Image, else when writing).
+
+    Raises:
+        ExportError: naming ``path`` with the fix.
+    """
+    from medseg.io import check_label_map_path
+
+    target = Path(path)
+    if any(Path(x).resolve() == target.resolve() for x in inputs):
+        raise ExportError("refusing to overwrite an input file", path=target, hint="choose another output path")
+    if target.name.lower().endswith(".dcm") and source is None:
+        raise ExportError(
+            "a DICOM-SEG consensus needs the annotated DICOM image",
+            path=target,
+            hint="pass the DICOM series with --image (Python: source=), or write .nii.gz / .png",
+        )
+    return check_label_map_path(target, source=source if isinstance(source, Image) else None)
 
 
 def _fmt(v: object) -> object:
@@ -146,12 +208,7 @@ def _load(
             img = item
         else:
             img, seg_names = read_label_map(item, label_names=label_names, source=source)
-        if img.kind != "label":
-            raise InputError(
-                "expected a label map, got an intensity image",
-                path=img.source.path,
-                hint="pass masks (integer label maps), not the images they segment",
-            )
+        require_label_map(img)
         for k, v in seg_names.items():
             names.setdefault(k, v)
         images.append(img)
@@ -228,9 +285,16 @@ def _mm(values: Sequence[float]) -> str:
 
 def _resolve_labels(
     labels: Mapping[int, str] | Iterable[int] | None, images: Sequence[Image], names: Mapping[int, str]
-) -> dict[int, str]:
+) -> tuple[dict[int, str], bool]:
+    """``({value: structure name}, whether the default lung names were used)``.
+
+    Names: the given mapping (checked by :class:`medseg.structures.LabelMap`), else DICOM-SEG
+    segment labels, else the project's default :class:`LabelMap` (1 right lung, 2 left lung),
+    else ``"label <value>"``.
+    """
     if isinstance(labels, Mapping):
-        return {int(k): str(v) for k, v in labels.items() if int(k) != 0}
+        given = {int(k): str(v) for k, v in labels.items() if int(k) != 0}
+        return LabelMap.coerce(given).display_names(), False
     if labels is not None:
         values = sorted({int(v) for v in labels} - {0})
     else:
@@ -238,7 +302,18 @@ def _resolve_labels(
         for img in images:
             present.update(int(v) for v in np.unique(img.array))
         values = sorted(present - {0})
-    return {v: names.get(v, f"label {v}") for v in values}
+    default = LabelMap.coerce(None).display_names()
+    out: dict[int, str] = {}
+    used_default = False
+    for v in values:
+        if v in names:
+            out[v] = names[v]
+        elif v in default:
+            out[v] = default[v]
+            used_default = True
+        else:
+            out[v] = f"label {v}"
+    return out, used_default
 
 
 def consensus(
@@ -312,8 +387,10 @@ def agreement(
             on the same grid (else :class:`GeometryError` naming the file). A grid with the same
             voxel centres in another index order (e.g. slices stored top-down) is re-indexed.
         labels: ``{value: name}`` or values to compare; default every non-zero value present, named
-            by DICOM-SEG segment labels when available (else ``"label <value>"``). With a mapping,
-            DICOM-SEG segments are matched to values by segment label (case-insensitive).
+            by DICOM-SEG segment labels when available, else by the default lung
+            :class:`~medseg.structures.LabelMap` (1 right lung, 2 left lung; a note says so), else
+            ``"label <value>"``. With a mapping, DICOM-SEG segments are matched to values by
+            segment label (case-insensitive).
         method: consensus for 3+ raters: ``"staple"`` (default) or ``"majority"``.
         names: rater names (default: the file names).
         source: the image that was annotated (Image or file). DICOM-SEG inputs are then placed on
@@ -324,6 +401,8 @@ def agreement(
         2 raters: one ``"pair"`` row per structure (first rater = reference). 3+ raters: per
         structure, each rater ``"vs consensus"``, every ``"pair"``, and the ``"pairwise mean"``.
     """
+    if isinstance(paths_or_images, (str, PathLike, Image)):  # one path, not a list of characters
+        paths_or_images = [paths_or_images]
     inputs = list(paths_or_images)
     if len(inputs) < 2:
         raise InputError(
@@ -347,7 +426,7 @@ def agreement(
         _check_geometry(checked, [ref_name, *raters], geometry_atol)
         images = checked[1:]
     _check_geometry(images, raters, geometry_atol)
-    label_map = _resolve_labels(labels, images, seg_names)
+    label_map, default_names = _resolve_labels(labels, images, seg_names)
     if not label_map:
         raise InputError(
             "no structure to compare: every mask is empty", hint="check the masks or pass labels"
@@ -355,6 +434,12 @@ def agreement(
     spacing_known = all(img.spacing_known for img in images)
     spacing = tuple(reversed(images[0].spacing)) if spacing_known else None
     notes = [] if spacing_known else ["pixel spacing unknown for at least one mask: distances in pixels"]
+    if default_names:
+        notes.append(
+            "structure names follow the default labels "
+            + ", ".join(f"{v}={n}" for v, n in LabelMap.coerce(None).display_names().items())
+            + " (pass labels / --labels if your masks use others)"
+        )
 
     def compare(a: Image, b: Image) -> dict[int, dict[str, float | str]]:
         return per_label_metrics(a.array, b.array, label_map, spacing)
@@ -409,6 +494,7 @@ def agreement(
         consensus=cons_img,
         notes=notes,
         sources=[Path(x) for x in [*inputs, source] if x is not None and not isinstance(x, Image)],
+        reference_image=ref_image,
     )
 
 

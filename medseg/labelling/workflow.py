@@ -58,7 +58,6 @@ def _worklist_rows(results: Sequence[CaseResult]) -> list[dict[str, Any]]:
             flags = [f"error: {r.message}"]
         elif r.status == "empty":
             flags = ["empty: nothing segmented", *flags]
-        outputs = {Path(p).name: p for p in r.outputs}
         rows.append(
             {
                 "case": r.case,
@@ -68,8 +67,8 @@ def _worklist_rows(results: Sequence[CaseResult]) -> list[dict[str, Any]]:
                 "uncertainty": r.uncertainty.get("uncertainty", float("nan") if r.status == "error" else 0.0),
                 "entropy_fg": r.uncertainty.get("entropy_fg", ""),
                 "tta_disagreement": r.uncertainty.get("tta_disagreement", ""),
-                "seg": outputs.get("seg.dcm", ""),
-                "overlay": outputs.get("overlay.png", ""),
+                "seg": r.files.get("seg", ""),
+                "overlay": r.files.get("overlay", ""),
             }
         )
     return [dict(r) for r in rank_worklist(rows)]
@@ -94,7 +93,7 @@ def prelabel(
     out_dir: str | PathLike[str],
     *,
     checkpoint: str | PathLike[str] | None = None,
-    formats: Sequence[str] = ("seg", "png", "nifti"),
+    formats: Sequence[str] = ("seg", "overlay", "mask"),
     tta_flip: bool = True,
     shard: tuple[int, int] | None = None,
     skip_existing: bool = False,

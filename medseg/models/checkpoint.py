@@ -41,6 +41,7 @@ from medseg.config import Config, config_from_dict, config_to_dict
 from medseg.errors import CheckpointError, ConfigError, MedsegError
 from medseg.models.encoders import Preprocessing, encoder_preprocessing
 from medseg.models.finetune import unwrap_model
+from medseg.models.registry import build_registered, class_path, get_architecture
 from medseg.models.unet import MedsegUNet, build_model, required_multiple
 from medseg.utils import default_permissions, resolve_device
 
@@ -123,7 +124,7 @@ def is_checkpoint_dir(path: str | os.PathLike[str]) -> bool:
 def _check_matches(net: nn.Module, config: Config) -> None:
     # the architecture on the meta device costs no memory and no weight loading
     with torch.device("meta"):
-        ref = MedsegUNet(dataclasses.replace(config.model, encoder_weights="none"))
+        ref = build_registered(dataclasses.replace(config.model, encoder_weights="none"))
     want = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     have = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     if want != have:
@@ -180,7 +181,7 @@ def save_checkpoint(
             "medseg_version": medseg.__version__,
             "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "model": {
-                "class": f"{MedsegUNet.__module__}.{MedsegUNet.__qualname__}",
+                "class": class_path(get_architecture(config.model.architecture).cls),
                 "builder": "medseg.models.build_model(config.model)",
                 "num_parameters": int(sum(p.numel() for p in net.parameters())),
             },
@@ -247,6 +248,84 @@ def _read_info(cfg_file: Path) -> dict[str, Any]:
     return info
 
 
+#: bounds of the config values a checkpoint may hold (issue #13: refuse before allocating)
+_MAX_CHANNELS = 4096
+_MAX_BATCH = 4096
+
+
+def _finite_walk(value: Any, key: str) -> str | None:
+    """The key of the first non-finite number in a JSON-like ``value``, or None."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            bad = _finite_walk(v, f"{key}.{k}")
+            if bad:
+                return bad
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            bad = _finite_walk(v, f"{key}[{i}]")
+            if bad:
+                return bad
+    elif isinstance(value, float) and not math.isfinite(value):
+        return key
+    return None
+
+
+def _check_values(config: Config, info: dict[str, Any], cfg_file: Path) -> None:
+    """Bounds and finiteness of the config values used to build and run the network.
+
+    Checked on load so that a corrupt or hostile config.json fails here, with the key named,
+    instead of allocating absurd layers or failing at predict time.
+    """
+    bad = _finite_walk(config_to_dict(config), "config") or _finite_walk(info.get("preprocessing"), "preprocessing")
+    if bad:
+        raise CheckpointError(f"{bad} is not a finite number", path=cfg_file, hint="fix config.json")
+
+    def refuse(key: str, value: Any, want: str) -> None:
+        raise CheckpointError(f"{key} is {value!r}, expected {want}", path=cfg_file, hint="fix config.json")
+
+    model, infer = config.model, config.infer
+    channels = list(model.decoder_channels)
+    if not channels or any(not isinstance(c, int) or not 1 <= c <= _MAX_CHANNELS for c in channels):
+        refuse("config.model.decoder_channels", channels, f"whole numbers in 1..{_MAX_CHANNELS}")
+    if not 1 <= model.in_channels <= 64:
+        refuse("config.model.in_channels", model.in_channels, "1..64")
+    if not 2 <= model.num_classes <= 1024:
+        refuse("config.model.num_classes", model.num_classes, "2..1024")
+    if not 1 <= infer.batch_size <= _MAX_BATCH:
+        refuse("config.infer.batch_size", infer.batch_size, f"1..{_MAX_BATCH}")
+    if not 0.0 <= infer.sliding_window_overlap < 1.0:
+        refuse("config.infer.sliding_window_overlap", infer.sliding_window_overlap, "0 <= overlap < 1")
+    for name in ("chunk_slices", "max_whole_px"):
+        value = getattr(infer, name, 1)
+        if not isinstance(value, int) or value < 1:
+            refuse(f"config.infer.{name}", value, "a whole number >= 1")
+    if getattr(infer, "spacing_mm", 0.0) < 0:
+        refuse("config.infer.spacing_mm", infer.spacing_mm, ">= 0 (0 = the training grid)")
+    pre = info.get("preprocessing") or {}
+    std = pre.get("std")
+    if isinstance(std, list) and any(not isinstance(v, (int, float)) or v <= 0 for v in std):
+        refuse("preprocessing.std", std, "positive numbers")
+    rng = pre.get("input_range")
+    if isinstance(rng, list) and (len(rng) != 2 or not all(isinstance(v, (int, float)) for v in rng) or rng[0] >= rng[1]):
+        refuse("preprocessing.input_range", rng, "[low, high] with low < high")
+    multiple = pre.get("required_multiple", 1)
+    if not isinstance(multiple, int) or not 1 <= multiple <= 1024:
+        refuse("preprocessing.required_multiple", multiple, "a whole number in 1..1024")
+
+
+def _weights_path(folder: Path, name: Any, cfg_file: Path) -> Path:
+    """``weights.file`` of config.json: a file name inside the checkpoint folder, nothing else."""
+    text = str(name)
+    candidate = folder / text
+    if text in ("", ".", "..") or "/" in text or "\\" in text or Path(text).name != text:
+        raise CheckpointError(
+            f"weights.file {text!r} must be a file name inside the checkpoint folder",
+            path=cfg_file,
+            hint=f"set weights.file to {WEIGHTS_FILE!r} and keep the weights beside config.json",
+        )
+    return candidate
+
+
 def load_checkpoint(directory: str | os.PathLike[str], device: str = "cpu") -> LoadedCheckpoint:
     """Rebuild the network of a checkpoint folder (or its ``config.json``) with nothing else given.
 
@@ -258,7 +337,7 @@ def load_checkpoint(directory: str | os.PathLike[str], device: str = "cpu") -> L
     of another shape.
     """
     path = Path(directory)
-    if path.is_file() and path.name == CONFIG_FILE:
+    if path.is_file():  # config.json, model.safetensors or any file of the folder
         path = path.parent
     if not path.is_dir():
         raise CheckpointError(
@@ -270,7 +349,8 @@ def load_checkpoint(directory: str | os.PathLike[str], device: str = "cpu") -> L
         config: Config = config_from_dict(info["config"]).validate()
     except ConfigError as e:
         raise CheckpointError(f"invalid 'config' section: {e}", path=cfg_file) from e
-    weights_file = path / str(info["weights"].get("file", WEIGHTS_FILE))
+    _check_values(config, info, cfg_file)
+    weights_file = _weights_path(path, info["weights"].get("file", WEIGHTS_FILE), cfg_file)
     if not weights_file.is_file():
         raise CheckpointError("missing", path=weights_file, hint="the checkpoint folder is incomplete")
     expected = info["weights"].get("sha256")
@@ -286,8 +366,17 @@ def load_checkpoint(directory: str | os.PathLike[str], device: str = "cpu") -> L
         raise CheckpointError(
             f"cannot read safetensors file ({type(e).__name__}: {e})", path=weights_file
         ) from e
+    recorded = (info.get("model") or {}).get("class") if isinstance(info, dict) else None
     try:
+        expected_class = class_path(get_architecture(config.model.architecture).cls)
+        if recorded and recorded != expected_class:
+            raise CheckpointError(
+                f"the checkpoint was saved from {recorded} but model.architecture "
+                f"'{config.model.architecture}' builds {expected_class}", path=cfg_file,
+                hint="load it with the medseg version that wrote it")
         model = build_model(dataclasses.replace(config.model, encoder_weights="none"))
+    except CheckpointError:
+        raise
     except MedsegError as e:
         raise CheckpointError(f"cannot rebuild the model from config.model: {e}", path=cfg_file) from e
     own = model.state_dict()

@@ -21,6 +21,7 @@ from monai.networks.nets import FlexibleUNet
 
 from medseg.config import ModelConfig
 from medseg.errors import ModelError
+from medseg.models.registry import build_registered, get_architecture, register_architecture
 from medseg.models.encoders import get_encoder_spec, load_encoder_weights
 from medseg.models.finetune import apply_frozen_bn_eval
 
@@ -73,6 +74,7 @@ def check_input_size(shape: Sequence[int], cfg: ModelConfig) -> None:
         )
 
 
+@register_architecture("flexible_unet", "MONAI FlexibleUNet decoder over an ImageNet EfficientNet-Lite encoder")
 class MedsegUNet(FlexibleUNet):
     """``FlexibleUNet`` over an EfficientNet-Lite encoder, described by a :class:`ModelConfig`.
 
@@ -110,12 +112,7 @@ class MedsegUNet(FlexibleUNet):
 
 
 def _validate(cfg: ModelConfig) -> None:
-    if cfg.architecture != "flexible_unet":
-        raise ModelError(
-            f"unknown architecture '{cfg.architecture}'",
-            path="model.architecture",
-            hint="use 'flexible_unet'",
-        )
+    get_architecture(cfg.architecture)
     get_encoder_spec(cfg.encoder)
     if cfg.spatial_dims != 2:
         raise ModelError(
@@ -157,7 +154,7 @@ def build_model(cfg: ModelConfig) -> MedsegUNet:
     encoder (suggesting the closest name), unsupported settings or unusable weights.
     The returned model is in training mode, on the CPU, float32.
     """
-    model = MedsegUNet(cfg)
+    model = build_registered(cfg)
     load_encoder_weights(model.encoder, cfg.encoder, cfg.encoder_weights)
     n = sum(p.numel() for p in model.parameters())
     logger.info(

@@ -124,7 +124,7 @@ def test_radiograph_seg_by_source_instance(interop: Path) -> None:
 def test_not_a_seg_and_wrong_source(interop: Path, shared_data: Path) -> None:
     with pytest.raises(DicomInputError, match="not a DICOM Segmentation"):
         read_dicom_seg(interop / "highdicom/ct_image.dcm")
-    with pytest.raises(DicomInputError, match="cannot read DICOM"):
+    with pytest.raises(DicomInputError, match="cannot read the file as DICOM"):
         read_dicom_seg(interop / "dcmqi/liver_seg.nrrd")
     lidc_folder = shared_data / "ct_lidc_nodules/LIDC-IDRI-0001/dicom"
     if lidc_folder.is_dir():

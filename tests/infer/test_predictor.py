@@ -105,3 +105,133 @@ def test_from_checkpoint_round_trip(tmp_path: Path) -> None:
     np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
     with pytest.raises(CheckpointError):
         Predictor.from_checkpoint(tmp_path / "missing", device="cpu")
+
+
+# -- streaming, grids and windows (issue #17) ----------------------------------------------------
+
+
+class Smooth(torch.nn.Module):
+    """Position-independent but not pointwise: a 5x5 box blur of the centre channel -> 3 logits."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = torch.nn.functional.avg_pool2d(x[:, x.shape[1] // 2 : x.shape[1] // 2 + 1], 5, 1, 2)
+        return torch.cat([torch.zeros_like(c), 4 * c, -4 * c], dim=1)
+
+
+def _ct(z: int = 12, y: int = 80, x: int = 72) -> Image:
+    rng = np.random.default_rng(3)
+    arr = rng.normal(-300, 400, size=(z, y, x)).astype(np.int16)
+    affine = np.diag([1.5, 1.5, 2.5, 1.0])
+    return Image(arr, affine, modality="CT")
+
+
+def _ct_cfg(*extra: str) -> object:
+    over = ["labels={1: bright, 2: dark}", "model.encoder_weights=none", "data.image_size=[64, 64]",
+            "infer.batch_size=4", "data.task=ct", "model.in_channels=3", "data.context_slices=3",
+            "data.spacing_mm=2.0", *extra]
+    return load_config(None, over)
+
+
+def test_prepare_slab_equals_the_whole_volume_preparation(shared_data: Path) -> None:
+    from medseg.data.preprocess import prepare_inputs, prepare_slab
+
+    image = read_image(shared_data / "ct_lidc_nodules" / "LIDC-IDRI-0001" / "dicom")
+    cfg = _ct_cfg("data.spacing_mm=1.3")
+    full = prepare_inputs(image, cfg).tensor  # type: ignore[arg-type]
+    for z0, z1 in [(0, 1), (0, 5), (5, 11), (15, 16), (0, 16)]:
+        torch.testing.assert_close(prepare_slab(image, cfg, z0, z1), full[z0:z1], rtol=0, atol=0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_streaming_chunks_change_nothing_and_uncertainty_matches_the_whole_volume(tta: bool) -> None:
+    from medseg.metrics import case_uncertainty
+
+    image = _ct()
+    calls: list[tuple[int, int]] = []
+    small = Predictor(Smooth(), _ct_cfg("infer.chunk_slices=5"), device="cpu", tta_flip=tta,
+                      progress=lambda done, total: calls.append((done, total)))
+    big = Predictor(Smooth(), _ct_cfg("infer.chunk_slices=64"), device="cpu", tta_flip=tta)
+    a = small.predict(image, return_probabilities=True)
+    b = big.predict(image, return_probabilities=True)
+    assert calls == [(5, 12), (10, 12), (12, 12)]  # progress after every chunk: (done slices, total)
+    np.testing.assert_array_equal(a.labels.array, b.labels.array)
+    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
+    assert a.probabilities.shape == (3, *image.shape) and a.probabilities.dtype == np.float32
+    # the streamed summary equals medseg.metrics.case_uncertainty of the whole-volume output
+    if tta:
+        flip = Predictor(Smooth(), _ct_cfg(), device="cpu", tta_flip=False)
+        mirrored = Image(image.array[..., ::-1].copy(), image.affine, modality="CT")
+        plain = flip.predict(image, return_probabilities=True).probabilities
+        back = flip.predict(mirrored, return_probabilities=True).probabilities[[0, 1, 2]][..., ::-1]
+        expected = case_uncertainty(plain, back)
+    else:
+        expected = case_uncertainty(a.probabilities)
+    assert set(a.uncertainty) == set(expected)
+    for key, value in expected.items():
+        assert a.uncertainty[key] == pytest.approx(value, abs=1e-4), key
+
+
+def test_whole_slice_window_equals_sliding_windows_for_a_local_model_and_old_path_is_kept() -> None:
+    from monai.inferers import SlidingWindowInferer
+
+    from medseg.data.preprocess import prepare_inputs, restore_outputs
+
+    image = _ct(z=6, y=150, x=140)  # 2 mm grid 113x105: sliding = 4 overlapping 64x64 windows
+    whole = Predictor(Smooth(), _ct_cfg("infer.window=whole"), device="cpu").predict(image, return_probabilities=True)
+    cfg = _ct_cfg("infer.window=sliding")
+    sliding = Predictor(Smooth(), cfg, device="cpu").predict(image, return_probabilities=True)
+    # the previous Predictor: prepare the whole volume, MONAI sliding windows, restore, argmax
+    prepared = prepare_inputs(image, cfg)  # type: ignore[arg-type]
+    inferer = SlidingWindowInferer(roi_size=(64, 64), sw_batch_size=4, overlap=0.25, mode="gaussian",
+                                   padding_mode="constant")
+    with torch.no_grad():
+        old = restore_outputs(inferer(prepared.tensor, lambda t: torch.softmax(Smooth()(t), 1)), prepared)
+    np.testing.assert_allclose(sliding.probabilities, old, atol=1e-5)
+    # a 5x5 model sees the same neighbourhood in one whole-slice window: the same output away from
+    # the window borders (zero padding of the sliding windows vs edge replication)
+    inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))
+    np.testing.assert_allclose(whole.probabilities[inner], old[inner], atol=1e-4)
+
+
+def test_whole_slice_grid_is_padded_for_the_real_unet(tmp_path: Path) -> None:
+    from medseg.models import build_model
+
+    cfg = _ct_cfg("infer.window=whole", "infer.chunk_slices=3")
+    model = build_model(cfg.model).eval()  # type: ignore[attr-defined]
+    image = _ct(z=4, y=83, x=77)  # 2 mm grid 62x58: not a multiple of 32
+    pred = Predictor(model, cfg, device="cpu").predict(image)  # type: ignore[arg-type]
+    assert pred.labels.shape == image.shape
+
+
+def test_probabilities_are_not_kept_unless_asked_but_still_readable() -> None:
+    image = _ct(z=5)
+    p = Predictor(Smooth(), _ct_cfg(), device="cpu")
+    lean = p.predict(image)
+    assert not lean.has_probabilities
+    full = p.predict(image, return_probabilities=True)
+    assert full.has_probabilities
+    np.testing.assert_allclose(lean.probabilities, full.probabilities)  # computed again on first access
+    assert lean.has_probabilities
+
+
+def test_streaming_keeps_numpy_memory_below_one_probability_volume() -> None:
+    import tracemalloc
+
+    image = _ct(z=48, y=256, x=256)
+    p = Predictor(Smooth(), _ct_cfg("infer.chunk_slices=4", "infer.fill_holes=false"), device="cpu")
+    p.predict(image)  # warm-up (imports, caches)
+    tracemalloc.start()
+    p.predict(image)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    probs_bytes = 3 * image.array.size * 4  # float32 (K, z, y, x): what the old Predictor held
+    assert peak < 0.5 * probs_bytes
+
+
+def test_bad_infer_settings_are_config_errors() -> None:
+    from medseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="chunk_slices"):
+        Predictor(Smooth(), _ct_cfg("infer.chunk_slices=0"), device="cpu")
+    with pytest.raises(ConfigError, match="precision"):
+        Predictor(Smooth(), _ct_cfg("infer.precision=fp16"), device="cpu")  # fp16 autocast is GPU only

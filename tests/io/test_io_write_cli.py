@@ -140,3 +140,14 @@ def test_radiograph_to_nifti_stays_2d(shared_data: Path, tmp_path: Path) -> None
     assert back.shape == cr.shape and back.ndim == 2
     np.testing.assert_allclose(back.affine, cr.affine, atol=1e-6)
     np.testing.assert_array_equal(back.array, cr.array)
+
+
+def test_cli_convert_volume_to_png_is_one_user_level_line(lidc_dir: Path, tmp_path: Path, capsys) -> None:
+    """Regression (#16): the message named an internal temp file and suggested Python code."""
+    out = tmp_path / "ct.png"
+    assert main(["convert", str(lidc_dir), str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"medseg: error: {out}: a PNG holds one 2-D picture")
+    assert ".tmp" not in err and "array[" not in err and ".nii.gz" in err
+    assert list(tmp_path.iterdir()) == []

@@ -63,7 +63,9 @@ def test_two_raters_identical_real_mask(cxr_mask: Image) -> None:
 def test_shifted_rater_has_the_shift_as_hausdorff_and_numpy_dice(cxr_mask: Image) -> None:
     shifted = _shift_cols(cxr_mask.array, 4)
     report = agreement([cxr_mask, _rater(cxr_mask, shifted, "shifted.png")])
-    assert report.labels == {1: "label 1", 2: "label 2"}  # no names in PNG files
+    # no names in PNG files: the project's default lung labels name the structures, and a note says so
+    assert report.labels == {1: "right lung", 2: "left lung"}
+    assert any("default labels 1=right lung, 2=left lung" in n for n in report.notes)
     for r in report.rows:
         a, b = cxr_mask.array == r.label, shifted == r.label
         assert r.dice == pytest.approx(2 * np.sum(a & b) / (a.sum() + b.sum()))
@@ -225,3 +227,57 @@ def test_dicom_seg_agrees_with_its_nrrd_source(shared_data: Path) -> None:
             [folder / "liver_seg.nrrd", folder / "liver_seg.nrrd"],
             source=shared_data / "dicom_seg_interop" / "highdicom" / "ct_image.dcm",
         )
+
+
+def test_structure_names_from_given_labels_and_unknown_values(cxr_mask: Image) -> None:
+    three = np.where(cxr_mask.array == 2, 3, cxr_mask.array).astype(np.uint8)  # left lung stored as 3
+    report = agreement([cxr_mask.with_array(three), _rater(cxr_mask, three, "b.png")])
+    assert report.labels == {1: "right lung", 3: "label 3"}
+    named = agreement([cxr_mask, _rater(cxr_mask, cxr_mask.array, "b.png")], labels={1: "Lung_R", 2: "Lung_L"})
+    assert [r.structure for r in named.rows] == ["Lung_R", "Lung_L"]  # as the user wrote them
+    assert not any("default labels" in n for n in named.notes)
+    with pytest.raises(Exception, match="both mean"):  # two values for one structure: ConfigError
+        agreement([cxr_mask, cxr_mask], labels={1: "right lung", 2: "Lung_R"})
+
+
+def test_one_path_is_not_a_list_of_characters(shared_data: Path) -> None:
+    with pytest.raises(InputError, match="at least 2 annotations, got 1"):
+        agreement(str(shared_data / "cxr_lung_covid19_gb" / "masks" / SMALL_MASKS[0]))
+
+
+def test_intensity_image_given_as_a_mask_file(shared_data: Path) -> None:
+    image = shared_data / "cxr_lung_covid19_gb" / "images" / "kjr-21-e25-g001-l-a.jpg"
+    mask = shared_data / "cxr_lung_covid19_gb" / "masks" / "kjr-21-e25-g001-l-a_lungs.png"
+    with pytest.raises(InputError, match="not a label map") as err:
+        agreement([mask, image])
+    assert "kjr-21-e25-g001-l-a.jpg" in str(err.value)
+
+
+def test_consensus_is_saved_atomically(cxr_mask: Image, tmp_path: Path) -> None:
+    from medseg.io import read_image
+
+    eroded = _per_label(cxr_mask.array, lambda m: ndi.binary_erosion(m, iterations=2))
+    dilated = _per_label(cxr_mask.array, lambda m: ndi.binary_dilation(m, iterations=2))
+    raters = [cxr_mask, _rater(cxr_mask, eroded, "e.png"), _rater(cxr_mask, dilated, "d.png")]
+    report = agreement(raters, method="majority")  # STAPLE is tested above; majority is quick
+    out = report.save_consensus(tmp_path / "consensus.png")
+    np.testing.assert_array_equal(read_image(out, kind="label").array, report.consensus.array)
+    assert [p.name for p in tmp_path.iterdir()] == ["consensus.png"]
+    with pytest.raises(ExportError, match="3 or more"):
+        agreement(raters[:2]).save_consensus(tmp_path / "two.png")
+    with pytest.raises(ExportError, match="DICOM image"):
+        report.save_consensus(tmp_path / "consensus.dcm")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["consensus.png"]
+
+
+def test_consensus_of_seg_and_nrrd_as_dicom_seg(shared_data: Path, tmp_path: Path) -> None:
+    """Three raters on a DICOM CT: the consensus is written as a DICOM-SEG that reads back equal."""
+    from medseg.io import read_label_map
+
+    folder = shared_data / "dicom_seg_interop" / "dcmqi"
+    masks = [folder / "liver.dcm", folder / "liver_seg.nrrd", folder / "liver_seg.nrrd"]
+    report = agreement(masks, source=folder / "ct-3slice", method="majority")
+    out = report.save_consensus(tmp_path / "consensus.dcm")
+    back, names = read_label_map(out, source=report.reference_image)
+    assert list(names.values()) == [report.labels[1]]
+    np.testing.assert_array_equal(back.array, report.consensus.array)

@@ -11,8 +11,8 @@ from scipy import ndimage as ndi
 
 from medseg.errors import GeometryError, InputError
 from medseg.image import Image, ImageSource
-from medseg.labelling import QCLimits, lung_role, qc, qc_files
 from medseg.io import read_label_map
+from medseg.labelling import QCLimits, lung_role, qc, qc_files
 
 CLEAN_CXR = "covid-19-pneumonia-evolution-over-a-week-1-day0-PA_lungs.png"  # 389 x 450
 
@@ -175,3 +175,41 @@ def test_bad_inputs(cxr: Image, ct: tuple[Image, Image]) -> None:
         qc(labels, image=Image(image.array[:-1], image.affine))
     with pytest.raises(InputError, match="images given"):
         qc_files([Path("a.png"), Path("b.png")], images=[Path("a.nii.gz")])
+
+
+def test_qc_takes_paths_like_the_cli(shared_data: Path, cxr: Image, ct: tuple[Image, Image]) -> None:
+    """Regression (#16): ``qc("mask.png")`` raised a bare AttributeError."""
+    png = shared_data / "cxr_lung_covid19_gb" / "masks" / CLEAN_CXR
+    assert qc(png) == qc(cxr) == []
+    assert qc(str(png)) == []
+    swapped = np.select([cxr.array == 1, cxr.array == 2], [2, 1], 0).astype(np.uint8)
+    assert _checks(qc(cxr.with_array(swapped))) == {"swapped"}
+    # names given explicitly are used for a path too
+    flags = qc(png, label_names={1: "left lung", 2: "right lung"})
+    assert _checks(flags) == {"swapped"} and flags[0].path == str(png)
+    folder = shared_data / "ct_lung_nsclc_radiomics" / "LUNG1-003"
+    labels, _ = ct
+    assert qc(labels, image=folder / "ct.nii.gz") == []  # the CT given as a file
+    with pytest.raises(InputError, match="mask file or a label Image"):
+        qc(cxr.array)  # type: ignore[arg-type]
+
+
+def test_intensity_images_are_refused_as_masks(shared_data: Path, ct: tuple[Image, Image]) -> None:
+    """Regression (#16): ``qc(ct)`` on an image read as labels flagged thousands of 'unknown' labels."""
+    from medseg.io import read_image
+    from medseg.labelling.checks import require_label_map
+
+    _, image = ct
+    as_labels = Image(image.array[40:44], image.affine, kind="label", source=image.source)
+    with pytest.raises(InputError, match=r"intensity image, not a label map \(values -1024\.\."):
+        qc(as_labels)
+    xray = read_image(shared_data / "cxr_lung_covid19_gb" / "images" / "kjr-21-e25-g001-l-a.jpg", kind="label")
+    with pytest.raises(InputError, match=r"\d+ distinct values") as err:
+        require_label_map(xray)
+    assert "kjr-21-e25-g001-l-a.jpg" in str(err.value) and "\n" not in str(err.value)
+    # a 0/255 mask or a many-structure map with few values is a label map (flagged, not refused)
+    many = np.zeros((8, 8), np.uint8)
+    many.flat[:60] = np.arange(1, 61)
+    require_label_map(Image(many, np.eye(3), kind="label"))
+    binary = Image(np.where(xray.array > 100, 255, 0).astype(np.uint8), xray.affine, kind="label")
+    assert _checks(qc(binary)) >= {"unknown_label"}

@@ -1,0 +1,397 @@
+#!/usr/bin/env python
+"""Benchmark: prediction end to end vs one plain network pass vs the classic labeller (issue #17).
+
+In one run, side by side, each measurement in its own subprocess (wall time + peak RSS from
+``ru_maxrss``), on
+
+* a 512x512x300 CT built from the real LUNG1-002 slices (``../shared/data``; the 111 slices
+  mirrored back and forth to 300, written as an uncompressed NIfTI),
+* the real planning CTs LUNG1-002 and LUNG1-003 (512x512x111 / x107, 3 mm),
+* a real 2000x2000 chest X-ray (``cxr_lung_v7_covid``),
+
+it times
+
+* ``e2e``: ``read_image`` -> ``Predictor.predict`` (shipped model, current defaults) -> labels written
+  (NIfTI; for the radiograph label PNG + overlay PNG); the model load is reported apart;
+* ``sliding``: the same with the previous default grid (``infer.window=sliding``: overlapping
+  ``data.image_size`` windows at the training spacing, Gaussian blending) - the "before";
+* ``plain``: the plain pass of the same network: one 256x256 forward per slice (the slice resized
+  to 256x256), fp32, batch 8, channels_last, inputs prepared before the clock starts; and
+  ``plain_grid``: one forward per slice on the grid ``e2e`` uses (when it is not 256x256);
+* ``plain_bf16`` / ``plain_contiguous``: the plain pass under bf16 autocast / without channels_last
+  (the precision and memory-format choice, measured on this machine);
+* ``classic``: ``medseg.labelling.autolabel_ct_lungs`` on the read image;
+
+and the validation Dice of the shipped CT model on LUNG1-003 against its RTSTRUCT lung contours
+(as in scripts/eval_shipped.py) for ``e2e`` and ``sliding``.
+
+Usage::
+
+    nice -n 10 python scripts/bench_predict.py [--slices 300] [--skip-sliding-300] [--no-write]
+    python scripts/bench_predict.py --device cuda          # on a GPU machine: same script, unchanged
+
+Writes a ``## Prediction speed`` section into ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = (REPO / ".." / "shared" / "data").resolve()
+NSCLC = SHARED / "ct_lung_nsclc_radiomics"
+CXR = SHARED / "cxr_lung_v7_covid" / "images" / "00870a9c.jpg"
+DOC = REPO / "docs" / "benchmarks.md"
+
+
+# -- worker side (one measurement per process) --------------------------------------------------
+
+
+def _rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _reference_labels(ct: Any) -> np.ndarray:
+    from medseg.io import read_rtstruct
+    from medseg.io.rtstruct import read_slice_uids
+
+    case = NSCLC / "LUNG1-003"
+    labels, names = read_rtstruct(case / "rtstruct.dcm", ct, rois=["right lung", "left lung"],
+                                  slice_uids=read_slice_uids(case / "slices.csv"))
+    by_name = {n: v for v, n in names.items()}
+    ref = np.zeros(ct.shape, np.uint8)
+    ref[labels.array == by_name["right lung"]] = 1
+    ref[labels.array == by_name["left lung"]] = 2
+    return ref
+
+
+def _dice(pred: np.ndarray, ref: np.ndarray) -> list[float]:
+    from medseg.metrics import dice
+
+    return [dice(pred == v, ref == v) for v in (1, 2)]
+
+
+def work_e2e(path: Path, task: str, device: str, overrides: list[str], out: Path, dice_ref: bool) -> dict[str, Any]:
+    from medseg.config import apply_overrides, config_from_dict, config_to_dict
+    from medseg.infer import Predictor
+    from medseg.io import read_image, write_image
+
+    t = time.perf_counter()
+    predictor = Predictor.from_checkpoint(task=task, device=device)
+    if overrides:
+        cfg = config_from_dict(apply_overrides(config_to_dict(predictor.config), overrides))
+        predictor = Predictor(predictor.model, cfg, device=device, name=predictor.name)
+    load_s = time.perf_counter() - t
+    rss_model = _rss_gib()
+    t = time.perf_counter()
+    image = read_image(path, modality="CT" if task == "ct" else None)
+    t_read = time.perf_counter() - t
+    pred = predictor.predict(image)
+    _sync(device)
+    t_pred = time.perf_counter() - t - t_read
+    if task == "ct":
+        write_image(pred.labels, out / "labels.nii.gz")
+    else:
+        from medseg.export import overlay_png
+
+        write_image(pred.labels, out / "labels.png")
+        overlay_png(image, pred.labels, out / "overlay.png", label_names=pred.label_names)
+    total = time.perf_counter() - t
+    res: dict[str, Any] = {"seconds": total, "read_s": t_read, "predict_s": t_pred, "write_s": total - t_read - t_pred,
+                           "load_s": load_s, "rss_gib": _rss_gib(), "rss_model_gib": rss_model,
+                           "grid": _grid(predictor, image), "uncertainty": pred.uncertainty}
+    if dice_ref:
+        res["dice"] = _dice(pred.labels.array, _reference_labels(image))
+    return res
+
+
+def _grid(predictor: Any, image: Any) -> str:
+    from medseg.data.preprocess import ct_grid_shape
+
+    cfg = predictor.config
+    if image.ndim == 2:
+        return "x".join(str(s) for s in cfg.data.image_size)
+    sp = cfg.infer.spacing_mm if cfg.infer.spacing_mm > 0 else None
+    g = ct_grid_shape(image, cfg, sp)
+    return f"{g[0]}x{g[1]} ({'sliding' if not predictor._whole(g) else 'whole'})"
+
+
+def work_plain(path: Path, task: str, device: str, size: list[int] | None, precision: str,
+               channels_last: bool) -> dict[str, Any]:
+    """One forward per slice of the shipped network; only the forwards (+ softmax/argmax) are timed.
+
+    Inputs are prepared chunk by chunk outside the clock (CT: ``prepare_slab`` on the ``size`` grid, i.e.
+    each slice resized to ``size``; radiograph: ``prepare_inputs`` at ``size``).
+    """
+    import contextlib
+
+    import torch
+
+    from medseg.data.preprocess import ct_grid_shape, prepare_inputs, prepare_slab
+    from medseg.infer import Predictor
+    from medseg.io import read_image
+
+    predictor = Predictor.from_checkpoint(task=task, device=device)
+    cfg = predictor.config
+    image = read_image(path, modality="CT" if task == "ct" else None)
+    if size is None:  # the grid the Predictor uses, padded to a multiple of 32
+        g = ct_grid_shape(image, cfg, cfg.infer.spacing_mm or None) if task == "ct" else tuple(cfg.data.image_size)
+        size = [g[0] + (-g[0] % 32), g[1] + (-g[1] % 32)]
+    grid = (int(size[0]), int(size[1]))
+    model = predictor.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    amp = None if precision == "fp32" else (torch.bfloat16 if precision == "bf16" else torch.float16)
+
+    def ctx() -> Any:
+        return torch.autocast(device_type=torch.device(device).type, dtype=amp) if amp else contextlib.nullcontext()
+
+    def chunks() -> Any:
+        if task == "cxr":
+            cfg.data.image_size = list(grid)
+            yield prepare_inputs(image, cfg).tensor
+            return
+        for z0 in range(0, image.shape[0], 32):
+            yield prepare_slab(image, cfg, z0, min(image.shape[0], z0 + 32), grid=grid)
+
+    bs, dt, n = 8, 0.0, 0
+    with torch.inference_mode():
+        warm = next(iter(chunks()))[:bs].to(device)
+        with ctx():
+            model(warm.contiguous(memory_format=torch.channels_last) if channels_last else warm)
+        for x in chunks():
+            x = x.to(device)
+            _sync(device)
+            t = time.perf_counter()
+            for s in range(0, x.shape[0], bs):
+                b = x[s : s + bs]
+                if channels_last:
+                    b = b.contiguous(memory_format=torch.channels_last)
+                with ctx():
+                    logits = model(b)
+                torch.softmax(logits.float(), dim=1).argmax(1).cpu()
+            _sync(device)
+            dt += time.perf_counter() - t
+            n += x.shape[0]
+    return {"seconds": dt, "slices": n, "size": "x".join(map(str, grid)), "rss_gib": _rss_gib()}
+
+
+def work_classic(path: Path) -> dict[str, Any]:
+    from medseg.io import read_image
+    from medseg.labelling.autolabel import autolabel_ct_lungs
+
+    t = time.perf_counter()
+    image = read_image(path, modality="CT")
+    t_read = time.perf_counter() - t
+    labels = autolabel_ct_lungs(image)
+    res = {"seconds": time.perf_counter() - t, "read_s": t_read, "rss_gib": _rss_gib()}
+    if path.parent.name == "LUNG1-003":
+        res["dice"] = _dice(labels.array, _reference_labels(image))
+    return res
+
+
+def worker(args: argparse.Namespace) -> int:
+    spec = json.loads(args.worker)
+    path, task, device = Path(spec["path"]), spec["task"], spec["device"]
+    import torch
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    with tempfile.TemporaryDirectory(prefix="medseg_bench_predict_") as tmp:
+        kind = spec["kind"]
+        if kind in ("e2e", "sliding"):
+            over = ["infer.window=sliding"] if kind == "sliding" else []
+            res = work_e2e(path, task, device, over, Path(tmp), spec.get("dice", False))
+        elif kind.startswith("plain"):
+            res = work_plain(path, task, device, spec.get("size"), spec.get("precision", "fp32"),
+                             spec.get("channels_last", True))
+        elif kind == "classic":
+            res = work_classic(path)
+        else:
+            raise SystemExit(f"unknown kind {kind}")
+    print("RESULT " + json.dumps(res))
+    return 0
+
+
+# -- driver --------------------------------------------------------------------------------------
+
+
+def build_ct(out: Path, n_slices: int) -> Path:
+    """A 512x512xN CT from the real LUNG1-002 slices, mirrored back and forth along z."""
+    from medseg.io import read_image, write_image
+
+    src = read_image(NSCLC / "LUNG1-002" / "ct.nii.gz", modality="CT")
+    z = src.shape[0]
+    period = 2 * z - 2
+    idx = [(k % period) if (k % period) < z else period - (k % period) for k in range(n_slices)]
+    arr = np.ascontiguousarray(src.array[idx])
+    return write_image(src.with_array(arr), out / f"ct_{n_slices}.nii")
+
+
+def run_one(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    wall = time.perf_counter() - t
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            res = json.loads(line[7:])
+            res["process_s"] = wall
+            return res
+    sys.stderr.write(proc.stderr[-3000:])
+    return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine(device: str) -> str:
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    what = f"{cpu_model()}, {cores} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        what += f", GPU {torch.cuda.get_device_name(0)}"
+    return what
+
+
+def _fmt(x: Any, unit: str = "", digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f}{unit}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--slices", type=int, default=300)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--skip-sliding-300", action="store_true", help="no 'sliding' (before) run on the big CT")
+    ap.add_argument("--cases", default="big,LUNG1-002,LUNG1-003,cxr")
+    ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+    if args.worker:
+        return worker(args)
+
+    dev = args.device
+    results: list[tuple[str, str, dict[str, Any]]] = []
+    t_all = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="medseg_bench_ct_") as tmp:
+        cases: list[tuple[str, Path, str]] = []
+        for name in args.cases.split(","):
+            if name == "big":
+                cases.append((f"CT 512x512x{args.slices} (LUNG1-002 slices)", build_ct(Path(tmp), args.slices), "ct"))
+            elif name == "cxr":
+                cases.append(("CXR 2000x2000 (v7 covid 00870a9c)", CXR, "cxr"))
+            else:
+                cases.append((f"CT {name} (512x512, 3 mm)", NSCLC / name / "ct.nii.gz", "ct"))
+        for label, path, task in cases:
+            base = {"path": str(path), "task": task, "device": dev}
+            kinds: list[tuple[str, dict[str, Any]]] = [
+                ("e2e", {"kind": "e2e", "dice": path.parent.name == "LUNG1-003"}),
+                ("plain 256", {"kind": "plain", "size": [256, 256]}),
+            ]
+            if task == "ct":
+                kinds.append(("plain grid", {"kind": "plain_grid"}))
+            if task == "ct" and ("x" + str(args.slices) not in label or not args.skip_sliding_300):
+                kinds.append(("sliding (before)", {"kind": "sliding", "dice": path.parent.name == "LUNG1-003"}))
+            if path.parent.name == "LUNG1-003" or (task == "cxr"):
+                kinds.append(("plain 256 bf16", {"kind": "plain_bf16", "size": [256, 256], "precision":
+                                                 "fp16" if dev.startswith("cuda") else "bf16"}))
+                kinds.append(("plain 256 contiguous", {"kind": "plain_contiguous", "size": [256, 256],
+                                                       "channels_last": False}))
+            if task == "ct":
+                kinds.append(("classic autolabel", {"kind": "classic"}))
+            for name, extra in kinds:
+                res = run_one({**base, **extra}, args.timeout)
+                results.append((label, name, res))
+                print(f"{label:40} {name:22} {json.dumps(res)}", flush=True)
+    load_end = os.getloadavg()[0]
+
+    table = ["| case | run | wall s | of which predict s | peak RSS GiB | grid / input | Dice R, L (LUNG1-003) |",
+             "|---|---|---:|---:|---:|---|---|"]
+    for label, name, r in results:
+        if "error" in r:
+            table.append(f"| {label} | {name} | error: {r['error']} | | | | |")
+            continue
+        what = r.get("grid") or f"{r.get('slices', '')} x {r.get('size', '')}"
+        dice = ", ".join(f"{d:.4f}" for d in r["dice"]) if "dice" in r else ""
+        table.append(f"| {label} | {name} | {_fmt(r['seconds'], digits=2)} | {_fmt(r.get('predict_s'), digits=2)} "
+                     f"| {_fmt(r['rss_gib'], digits=2)} | {what} | {dice} |")
+    ratios = []
+    for label in dict.fromkeys(lbl for lbl, _, _ in results):
+        rs = {n: r for lbl, n, r in results if lbl == label and "error" not in r}
+        if "e2e" in rs and "plain 256" in rs:
+            line = (f"- {label}: end to end / plain 256 pass = **{rs['e2e']['seconds'] / rs['plain 256']['seconds']:.2f}**")
+            if "plain grid" in rs:
+                line += f", / plain pass on its grid = **{rs['e2e']['seconds'] / rs['plain grid']['seconds']:.2f}**"
+            if "sliding (before)" in rs:
+                line += f", before / now = **{rs['sliding (before)']['seconds'] / rs['e2e']['seconds']:.1f}x**"
+            if "plain 256 bf16" in rs:
+                line += f"; bf16 / fp32 plain = {rs['plain 256 bf16']['seconds'] / rs['plain 256']['seconds']:.2f}"
+            if "plain 256 contiguous" in rs:
+                line += (f"; contiguous / channels_last = "
+                         f"{rs['plain 256 contiguous']['seconds'] / rs['plain 256']['seconds']:.2f}")
+            ratios.append(line)
+    text = "\n".join(table) + "\n\n" + "\n".join(ratios)
+    env = (f"Machine: {machine(dev)}; device {dev}; load average {load_start:.1f} at the start, {load_end:.1f} "
+           f"at the end (shared machine: compare ratios within this run); total {time.perf_counter() - t_all:.0f} s.")
+    print("\n" + text + "\n\n" + env)
+    if not args.no_write:
+        section = (
+            "## Prediction speed\n\n"
+            "`nice -n 10 python scripts/bench_predict.py` (issue #17): each row is its own process (peak RSS = "
+            "`ru_maxrss`). *e2e* = `read_image` -> `Predictor.predict` (shipped model, defaults) -> labels written "
+            "(NIfTI; radiograph: label PNG + overlay PNG), model load excluded; *sliding (before)* = the same "
+            "with the previous grid (`infer.window=sliding`: overlapping 256x256 windows at 1 mm, Gaussian "
+            "blending); *plain* = the network alone, one forward per slice, fp32, batch 8, channels_last, "
+            "inputs ready beforehand (*plain 256*: the slice resized to 256x256; *plain grid*: on the grid e2e "
+            "uses); *classic* = `medseg.labelling.autolabel_ct_lungs` incl. reading. Dice against the RTSTRUCT "
+            "lung contours of LUNG1-003 (as scripts/eval_shipped.py).\n\n"
+            + text + "\n\n" + env + "\n"
+        )
+        _write_doc(section, dev)
+        print(f"wrote {DOC}")
+    return 0
+
+
+def _write_doc(section: str, device: str) -> None:
+    title = "## Prediction speed" if not device.startswith("cuda") else "## Prediction speed (GPU)"
+    section = section.replace("## Prediction speed", title, 1)
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nNumbers measured by the scripts in `scripts/`.\n"
+    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    DOC.write_text(text.rstrip("\n") + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
