@@ -28,6 +28,9 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "InferConfig",
+    "DetectConfig",
+    "QCConfig",
+    "AutolabelConfig",
     "load_config",
     "config_from_dict",
     "config_to_dict",
@@ -190,6 +193,63 @@ class InferConfig:
 
 
 @dataclass
+class DetectConfig:
+    """Nodule candidates from the nodule probability (:func:`medseg.detect.detect_nodules`)."""
+
+    #: probability threshold on the nodule channel, in (0, 1]
+    threshold: float = 0.5
+    #: smallest equivalent-sphere diameter kept (LUNA16: 3 mm)
+    min_diameter_mm: float = 3.0
+    #: a candidate is kept when one of its voxels lies this close to the predicted lung
+    lung_margin_mm: float = 5.0
+    #: non-maximum suppression distance; 0 = the sum of the two radii
+    nms_distance_mm: float = 0.0
+
+
+@dataclass
+class QCConfig:
+    """Plausibility limits of :func:`medseg.labelling.qc` (sources in :mod:`medseg.labelling.checks`)."""
+
+    ct_lung_ml: list[float] = field(default_factory=lambda: [250.0, 5000.0])
+    ct_lungs_ml: list[float] = field(default_factory=lambda: [500.0, 10000.0])
+    cxr_lung_fraction: list[float] = field(default_factory=lambda: [0.03, 0.50])
+    cxr_lungs_fraction: list[float] = field(default_factory=lambda: [0.06, 0.80])
+    speck_fraction: float = 0.02
+    max_gap_slices: int = 3
+    cxr_border_fraction: float = 0.15
+    ct_border_fraction: float = 0.001
+    outside_body_fraction: float = 0.005
+    air_hu: float = -500.0
+
+
+@dataclass
+class AutolabelConfig:
+    """Thresholds (HU) and sizes (mm, ml) of the classic CT lung labeller; defaults suit adult chest CT."""
+
+    body_hu: float = -500.0
+    lung_hu: float = -320.0
+    #: the trachea seed: darker than this, cross-section area and distance from the body midline
+    trachea_seed_hu: float = -900.0
+    trachea_area_mm2: list[float] = field(default_factory=lambda: [60.0, 900.0])
+    trachea_midline_mm: float = 40.0
+    #: region-growing thresholds tried in order; growth stops before the volume jumps
+    airway_thresholds_hu: list[float] = field(
+        default_factory=lambda: [-990.0, -975.0, -960.0, -950.0, -940.0, -930.0, -920.0, -910.0])
+    airway_max_ml: float = 250.0
+    airway_jump: float = 2.0
+    airway_dilation_mm: float = 2.0
+    #: air bridges thinner than about twice this are cut before the lungs are picked
+    bridge_mm: float = 2.0
+    #: separate air bodies at least this large (after the opening) are not lung (bowel gas)
+    blocker_min_ml: float = 2.0
+    #: a lung component smaller than this is not a lung
+    min_lung_ml: float = 50.0
+    closing_mm: float = 5.0
+    #: holes (per axial slice) up to this area (mm^2) are filled; None = all holes
+    max_hole_mm2: float | None = None
+
+
+@dataclass
 class Config:
     """Everything a training run needs; saved verbatim inside every checkpoint."""
 
@@ -201,6 +261,19 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    qc: QCConfig = field(default_factory=QCConfig)
+    autolabel: AutolabelConfig = field(default_factory=AutolabelConfig)
+    #: optional explicit codes per label value, overriding what the name means, e.g.
+    #: {3: {category: {value: "91723000", scheme: SCT, meaning: Anatomical Structure},
+    #:      type: {value: "44567001", scheme: SCT, meaning: Trachea}}}
+    structures: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def label_map(self) -> Any:
+        """The :class:`~medseg.structures.LabelMap` of ``labels`` (+ explicit ``structures`` codes)."""
+        from medseg.structures import LabelMap
+
+        return LabelMap.from_config(self.labels, self.structures)
 
     def validate(self) -> Config:
         """Cross-field checks; returns self."""
@@ -220,7 +293,94 @@ class Config:
             )
         if self.data.task == "ct" and self.data.context_slices % 2 != 1:
             raise ConfigError("data.context_slices must be odd (centre slice predicted)", path="data.context_slices")
+        _check_ranges(self)
+        self.label_map()  # names parse, no two values mean one structure, explicit codes well formed
         return self
+
+
+def _check(key: str, value: Any, low: float | None = None, high: float | None = None, *,
+           low_open: bool = False, high_open: bool = False, hint: str | None = None) -> None:
+    import math
+
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if v is None:
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"must be a finite number, got {v}", path=key, hint=hint)
+        bad_low = low is not None and (v <= low if low_open else v < low)
+        bad_high = high is not None and (v >= high if high_open else v > high)
+        if bad_low or bad_high:
+            lo = "" if low is None else f"{'(' if low_open else '['}{low}"
+            hi = "" if high is None else f"{high}{')' if high_open else ']'}"
+            raise ConfigError(f"must be in {lo or '(-inf'}, {hi or 'inf)'}, got {value}", path=key, hint=hint)
+
+
+def _check_pair(key: str, value: list[float]) -> None:
+    if len(value) != 2 or value[0] > value[1]:
+        raise ConfigError(f"must be [low, high] with low <= high, got {value}", path=key)
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Every numeric setting in its valid range: the one place for range checks (ConfigError names the key)."""
+    m, d, o, t, i = cfg.model, cfg.data, cfg.optim, cfg.train, cfg.infer
+    _check("model.in_channels", m.in_channels, 1, 64)
+    _check("model.num_classes", m.num_classes, 2, 1024, hint="background plus at least one structure")
+    _check("model.spatial_dims", m.spatial_dims, 2, 2, hint="the networks are 2-D; CT is segmented 2.5-D")
+    if len(m.decoder_channels) != 5:
+        raise ConfigError(f"needs 5 numbers (one per encoder stage), got {m.decoder_channels}",
+                          path="model.decoder_channels", hint="e.g. [256, 128, 64, 32, 16]")
+    _check("model.decoder_channels", m.decoder_channels, 1, 4096)
+    _check("model.dropout", m.dropout, 0.0, 1.0, high_open=True)
+    _check("data.val_fraction", d.val_fraction, 0.0, 1.0, high_open=True)
+    if len(d.image_size) != 2:
+        raise ConfigError(f"must be [height, width], got {d.image_size}", path="data.image_size")
+    _check("data.image_size", d.image_size, 32, 8192)
+    _check("data.context_slices", d.context_slices, 1, 31)
+    _check("data.spacing_mm", d.spacing_mm, 0.0, 100.0)
+    _check_pair("data.hu_window", d.hu_window)
+    _check("data.foreground_fraction", d.foreground_fraction, 0.0, 1.0)
+    _check("data.batch_size", d.batch_size, 1)
+    _check("data.num_workers", d.num_workers, 0, 256)
+    _check_pair("data.intensity_percentiles", d.intensity_percentiles)
+    _check("data.intensity_percentiles", d.intensity_percentiles, 0.0, 100.0)
+    _check("data.slices_per_volume", d.slices_per_volume, 0)
+    for k in ("affine_prob", "intensity_prob", "elastic_prob"):
+        _check(f"data.augment.{k}", getattr(d.augment, k), 0.0, 1.0)
+    _check("optim.lr", o.lr, 0.0, 10.0, low_open=True)
+    _check("optim.encoder_lr_mult", o.encoder_lr_mult, 0.0, 100.0)
+    _check("optim.weight_decay", o.weight_decay, 0.0, 10.0)
+    _check("optim.warmup_epochs", o.warmup_epochs, 0)
+    _check("optim.grad_clip", o.grad_clip, 0.0)
+    _check("train.epochs", t.epochs, 1)
+    _check("train.max_steps", t.max_steps, 0)
+    _check("train.val_every", t.val_every, 1)
+    _check("train.early_stop_patience", t.early_stop_patience, 0)
+    _check("train.save_every_steps", t.save_every_steps, 0)
+    _check("train.log_every", t.log_every, 1)
+    _check("infer.batch_size", i.batch_size, 1, 4096)
+    _check("infer.sliding_window_overlap", i.sliding_window_overlap, 0.0, 1.0, high_open=True)
+    _check("detect.threshold", cfg.detect.threshold, 0.0, 1.0, low_open=True)
+    _check("detect.min_diameter_mm", cfg.detect.min_diameter_mm, 0.0, 500.0)
+    _check("detect.lung_margin_mm", cfg.detect.lung_margin_mm, 0.0, 500.0)
+    _check("detect.nms_distance_mm", cfg.detect.nms_distance_mm, 0.0, 500.0)
+    q = cfg.qc
+    for k in ("ct_lung_ml", "ct_lungs_ml", "cxr_lung_fraction", "cxr_lungs_fraction"):
+        _check_pair(f"qc.{k}", getattr(q, k))
+        _check(f"qc.{k}", getattr(q, k), 0.0)
+    for k in ("speck_fraction", "cxr_border_fraction", "ct_border_fraction", "outside_body_fraction"):
+        _check(f"qc.{k}", getattr(q, k), 0.0, 1.0)
+    _check("qc.max_gap_slices", q.max_gap_slices, 0)
+    a = cfg.autolabel
+    _check_pair("autolabel.trachea_area_mm2", a.trachea_area_mm2)
+    if not a.airway_thresholds_hu:
+        raise ConfigError("needs at least one threshold", path="autolabel.airway_thresholds_hu")
+    for k in ("trachea_midline_mm", "airway_max_ml", "airway_dilation_mm", "bridge_mm", "blocker_min_ml",
+              "min_lung_ml", "closing_mm"):
+        _check(f"autolabel.{k}", getattr(a, k), 0.0)
+    _check("autolabel.airway_jump", a.airway_jump, 1.0)
+    _check("autolabel.max_hole_mm2", a.max_hole_mm2, 0.0)
+    _check("autolabel.body_hu", [a.body_hu, a.lung_hu, a.trachea_seed_hu, *a.airway_thresholds_hu], -2000.0, 4000.0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -263,7 +263,7 @@ class LabelMap(Mapping[int, Structure]):
                                       path=f"structures.{v}.laterality")
                 s = Structure(s.name, s.organ, lat, concept, label=s.label)
             out[int(v)] = s
-        extra = set((codes_ or {})) - set(int(k) for k in labels)
+        extra = set(codes_ or {}) - set(int(k) for k in labels)
         if extra:
             raise ConfigError(f"structures given for unnamed label value(s) {sorted(extra)}",
                               path="structures", hint="name those values under labels first")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from medseg.infer.batch import discover_cases, predict
 from medseg.cli import main
+from medseg.infer.batch import discover_cases, predict
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_data"

@@ -20,9 +20,9 @@ def evaluate_detection_cli(
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
 ) -> None:
     """Sensitivity at 1/8..8 false positives per scan, CPM and bootstrap 95% CI (LUNA16 protocol)."""
-    from rich.console import Console
     from rich.table import Table
 
+    from medseg.cli.helpers import console
     from medseg.detect import evaluate_detection, plot_froc
 
     r = evaluate_detection(pred, annotations, excluded, seriesuids=seriesuids, n_bootstrap=bootstrap, seed=seed)
@@ -32,31 +32,25 @@ def evaluate_detection_cli(
         table.add_column(col, justify="right")
     for row in r.table_rows():
         table.add_row(*row)
-    Console().print(table)
+    console().print(table)
     if plot is not None:
-        typer.echo(f"FROC plot: {plot_froc(r, plot)}")
+        console().print(f"FROC plot: {plot_froc(r, plot)}")
 
 
 @app.command("detect")
 def detect_cli(
     ct: Path = typer.Argument(..., help="Chest CT in HU: DICOM series folder or NIfTI/MHA/NRRD."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Lung + nodule checkpoint folder (configs/ct_nodule.yaml)."),
+    checkpoint: Path = typer.Option(..., "--model", "-m", "--checkpoint", help="Lung + nodule checkpoint folder or a file in it (configs/ct_nodule.yaml)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: candidates.csv, seg.dcm + sr.dcm (DICOM input), overlay.png."),
-    threshold: float = typer.Option(0.5, "--threshold", help="Nodule probability threshold."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Nodule probability threshold (default: the checkpoint's detect.threshold)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Detect lung nodules: LUNA16 candidates CSV, DICOM-SEG (lung + nodules), TID 1500 SR and an overlay."""
-    from rich.console import Console
+    from medseg.cli.helpers import console
+    from medseg.detect import detect
 
-    from medseg.detect.pipeline import detect_nodules, write_nodule_outputs
-    from medseg.infer import Predictor
-    from medseg.io import read_image
-
-    image = read_image(ct, modality="CT")
-    result = detect_nodules(image, Predictor.from_checkpoint(checkpoint), threshold=threshold)
-    files = write_nodule_outputs(result, image, out)
-    console = Console(highlight=False)
+    result, files = detect(ct, checkpoint, out, threshold=threshold, device=device)
     for i, d in enumerate(result.detections[:10], start=1):
         x, y, z = d.center
-        console.print(f"nodule {i}: ({x:.1f}, {y:.1f}, {z:.1f}) mm LPS, {d.diameter_mm:.1f} mm, score {d.score:.3f}")
-    console.print(f"{len(result.detections)} candidate(s); wrote {', '.join(p.name for p in files.values())} in {out}",
-                  soft_wrap=True)
+        console().print(f"nodule {i}: ({x:.1f}, {y:.1f}, {z:.1f}) mm LPS, {d.diameter_mm:.1f} mm, score {d.score:.3f}")
+    console().print(f"{len(result.detections)} candidate(s); wrote {', '.join(p.name for p in files.values())} in {out}")

@@ -6,7 +6,6 @@ looks the same everywhere and behaves outside a terminal (no colour codes, no wr
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from medseg.cli._app import app
+from medseg.cli.helpers import console
 
 
 @app.command("train")
@@ -21,7 +22,7 @@ def train_cli(
 
     result = train(load_config(config, set_), resume=resume)
     best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
-    typer.echo(f"{result.stop_reason}: {result.epochs} epochs, {result.steps} steps; best {result.monitor} {best}; "
+    console().print(f"{result.stop_reason}: {result.epochs} epochs, {result.steps} steps; best {result.monitor} {best}; "
                f"checkpoints in {result.run_dir / 'checkpoints'}")
 
 
@@ -37,4 +38,4 @@ def manifest_cli(
 
     entries = build_manifest(folder, out, image_glob=image_glob, label_glob=label_glob)
     patients = len({e.patient for e in entries})
-    typer.echo(f"{len(entries)} image/label pairs ({patients} patients) written to {out}")
+    console().print(f"{len(entries)} image/label pairs ({patients} patients) written to {out}")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from medseg.cli._app import app
+from medseg.cli.helpers import console
 from medseg.cli.helpers import parse_shard
 
 al_app = typer.Typer(help="Active learning: pick the next cases to annotate.", no_args_is_help=True)
@@ -28,9 +29,9 @@ def prelabel_cli(
     res = prelabel(inputs, out, checkpoint=checkpoint, shard=parse_shard(shard), skip_existing=skip_existing,
                    tta_flip=not no_tta)
     for i, row in enumerate(res.worklist[:10], 1):
-        typer.echo(f"{i:3d}. {row['case']:30s} {row['status']:6s} flags={len(row['qc_flags'])} "
+        console().print(f"{i:3d}. {row['case']:30s} {row['status']:6s} flags={len(row['qc_flags'])} "
                    f"uncertainty={row['uncertainty']:.3f}")
-    typer.echo(f"worklist: {res.worklist_csv}")
+    console().print(f"worklist: {res.worklist_csv}")
     raise typer.Exit(1 if res.batch.n_failed else 0)
 
 
@@ -49,5 +50,5 @@ def al_select_cli(
 
     sel = select_cases(pool, k, checkpoint=checkpoint, diversity=diversity, exclude=exclude, seed=seed, out_csv=out)
     for i, row in enumerate(sel.selected, 1):
-        typer.echo(f"{i:3d}. {row['case']:30s} uncertainty={row['uncertainty']:.3f}  {row['input']}")
-    typer.echo(f"selected {len(sel.selected)} of {len(sel.pool)}: {sel.csv}")
+        console().print(f"{i:3d}. {row['case']:30s} uncertainty={row['uncertainty']:.3f}  {row['input']}")
+    console().print(f"selected {len(sel.selected)} of {len(sel.pool)}: {sel.csv}")

@@ -36,8 +36,8 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from medseg.structures import LabelMap
 from medseg.config import Config
+from medseg.structures import LabelMap
 
 __all__ = ["train_transforms", "positive_crop", "RandFlipSwapLeftRightd", "left_right_pairs", "seed_for"]
 

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 # The model-driven pipeline needs torch (via medseg.infer): imported on first use only.
-_PIPELINE = ("NoduleResult", "detect_nodules", "write_nodule_outputs")
+_PIPELINE = ("NoduleResult", "detect", "detect_nodules", "write_nodule_outputs")
 __all__ += list(_PIPELINE)
 
 

@@ -31,12 +31,12 @@ from scipy import ndimage
 
 from medseg.detect.candidates import Detection, detect_candidates, write_candidates_csv
 from medseg.errors import GeometryError, InputError, ModelError
-from medseg.image import Image
-from medseg.structures import LabelMap, parse_structure
 from medseg.export.outputs import CaseContext, OutputSpec, register_output
+from medseg.image import Image
 from medseg.infer.predictor import Prediction, Predictor
+from medseg.structures import LabelMap, parse_structure
 
-__all__ = ["NoduleResult", "detect_nodules", "write_nodule_outputs", "OUTPUT_FILES"]
+__all__ = ["NoduleResult", "detect", "detect_nodules", "write_nodule_outputs", "OUTPUT_FILES"]
 
 log = logging.getLogger(__name__)
 
@@ -312,3 +312,34 @@ register_output(OutputSpec("candidates", "LUNA16 candidates CSV (seriesuid, coor
                            lambda k: OUTPUT_FILES["csv"] if k.ndim == 3 else None, _write_candidates))
 register_output(OutputSpec("sr", "TID 1500 DICOM SR: one finding per nodule, referring to the SEG",
                            lambda k: OUTPUT_FILES["sr"] if k.dicom and k.ndim == 3 else None, _write_sr))
+
+
+def detect(
+    ct: str | PathLike[str],
+    checkpoint: str | PathLike[str],
+    out_dir: str | PathLike[str],
+    *,
+    threshold: float | None = None,
+    device: str = "auto",
+) -> tuple[NoduleResult, dict[str, Path]]:
+    """Detect nodules in a CT file or DICOM folder and write its outputs (library verb of ``medseg detect``).
+
+    Detection settings come from the checkpoint's ``detect`` config section (validated with the
+    config); ``threshold`` overrides ``detect.threshold``. Outputs as :func:`write_nodule_outputs`.
+
+    Returns:
+        ``(result, {"csv"|"seg"|"sr"|"overlay": path})``.
+    """
+    from medseg.infer.batch import resolve_checkpoint
+    from medseg.io import read_image
+
+    folder = resolve_checkpoint(checkpoint)
+    predictor = Predictor.from_checkpoint(folder, device=device)
+    settings = predictor.config.detect
+    image = read_image(ct, modality="CT")
+    result = detect_nodules(
+        image, predictor, threshold=settings.threshold if threshold is None else threshold,
+        min_diameter_mm=settings.min_diameter_mm, lung_margin_mm=settings.lung_margin_mm,
+        nms_distance_mm=settings.nms_distance_mm or None,
+    )
+    return result, write_nodule_outputs(result, image, out_dir)

@@ -24,10 +24,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from medseg.errors import ExportError, GeometryError
-from medseg.image import present_labels
 from medseg.colours import RGB, label_colours
-from medseg.image import Image, row_direction
+from medseg.errors import ExportError, GeometryError
+from medseg.image import Image, present_labels, row_direction
 from medseg.utils import atomic_path
 
 __all__ = ["overlay_png", "LUNG_WINDOW"]

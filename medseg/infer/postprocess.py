@@ -80,6 +80,7 @@ def remove_subdiaphragmatic_gas(
     grey: np.ndarray,
     *,
     contrast: float = 0.6,
+    gas: float = 0.6,
     base_level: float = 0.8,
 ) -> np.ndarray:
     """Cut gas below the diaphragm out of one lung mask of a frontal radiograph.
@@ -90,6 +91,7 @@ def remove_subdiaphragmatic_gas(
         grey: float ``(y, x)`` image in [0, 1], larger = denser (brighter on film).
         contrast: bright threshold between aerated lung (25th percentile inside ``mask``) and soft
             tissue (90th percentile of the lungs' bounding box outside the lungs), as a fraction.
+        gas: the same kind of fraction: pixels below the bright band darker than this are gas.
         base_level: only rows below this fraction of the other lung's height (from its apex) are
             searched: the diaphragm lies at the level of the lung bases.
 
@@ -120,7 +122,7 @@ def remove_subdiaphragmatic_gas(
     search = np.zeros_like(mask)
     search[level:] = mask[level:]
     bright = ndimage.binary_opening(search & (smooth > thr), structure=np.ones((run, 1), bool))
-    dark = search & (smooth <= thr)
+    dark = search & (smooth <= air + gas * (tissue - air))
     row_idx = np.arange(h)[:, None]
     first_bright = np.where(bright, row_idx, h).min(axis=0)
     # darker mask pixels below the band (the band itself excluded): gas under the diaphragm

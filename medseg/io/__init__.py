@@ -16,11 +16,11 @@ Every image is in DICOM patient space (LPS, mm) with SimpleITK array order; see
 :mod:`medseg.image`.
 """
 
-from medseg.io.formats import FORMATS, FileFormat, register_format, stem_of, suffix_of
 from medseg.io.core import ImageInfo, convert_image, detect_format, image_info, read_image, write_image
 from medseg.io.dicom import SeriesInfo, list_series
-from medseg.io.nifti import ras_lps_flip
+from medseg.io.formats import FORMATS, FileFormat, register_format, stem_of, suffix_of
 from medseg.io.labelmap import check_label_map_path, is_dicom_seg, read_label_map, write_label_map
+from medseg.io.nifti import ras_lps_flip
 from medseg.io.rtstruct import list_rois, read_rtstruct
 from medseg.io.seg import DicomSeg, read_dicom_seg, write_dicom_seg
 

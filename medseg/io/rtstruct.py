@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medseg.errors import DicomInputError, GeometryError, InputError
-from medseg.structures import parse_structure
 from medseg.image import Image, ImageSource
+from medseg.structures import parse_structure
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom import Dataset

@@ -585,15 +585,10 @@ def _writable_sources(
             path=path,
             hint="export the series again from the PACS with complete headers, or write the labels as NIfTI",
         )
-    if (
-        _frames(first) == 1
-        and "NumberOfFrames" in first
-        and "PerFrameFunctionalGroupsSequence" not in first
-        and _is_multiframe_iod(first)
-    ):
+    if "SharedFunctionalGroupsSequence" not in first and _is_multiframe_iod(first):
         raise ExportError(
-            f"the source is a {_sop_name(first)} object without SharedFunctionalGroupsSequence / "
-            "PerFrameFunctionalGroupsSequence, which a SEG of a multi-frame object refers to",
+            f"the source is a {_sop_name(first)} object (a multi-frame IOD) without "
+            "SharedFunctionalGroupsSequence, from which a SEG of a multi-frame object takes its geometry",
             path=path,
             hint="write the labels as NIfTI (medseg.io.write_image), or convert the source to "
             "single-frame images first",

@@ -4,9 +4,8 @@ Layer 5: uses :mod:`medseg.metrics`, :mod:`medseg.io` and :mod:`medseg.export` (
 """
 
 from medseg.labelling.autolabel import AutolabelParams, autolabel, autolabel_ct_lungs
-from medseg.labelling.compare import AgreementReport, AgreementRow, agreement, consensus
 from medseg.labelling.checks import DEFAULT_LUNG_LABELS, QCFlag, QCLimits, lung_role, qc, qc_files
-
+from medseg.labelling.compare import AgreementReport, AgreementRow, agreement, consensus
 from medseg.labelling.uncertainty import case_uncertainty, rank_worklist, select_for_annotation
 from medseg.labelling.workflow import PrelabelResult, Selection, case_features, prelabel, select_cases
 

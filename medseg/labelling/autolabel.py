@@ -42,13 +42,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from medseg.config import AutolabelConfig
 from medseg.errors import GeometryError, InputError
 from medseg.image import Image
 
@@ -65,33 +65,8 @@ log = logging.getLogger(__name__)
 LUNG_LABELS: dict[int, str] = {1: "right lung", 2: "left lung"}
 
 
-@dataclass(frozen=True)
-class AutolabelParams:
-    """Thresholds (HU) and sizes (mm, ml) of :func:`autolabel_ct_lungs`; the defaults suit adult chest CT."""
-
-    body_hu: float = -500.0
-    lung_hu: float = -320.0
-    #: the trachea seed: darker than this, cross-section area and distance from the body midline
-    trachea_seed_hu: float = -900.0
-    trachea_area_mm2: tuple[float, float] = (60.0, 900.0)
-    trachea_midline_mm: float = 40.0
-    #: region-growing thresholds tried in order; growth stops before the volume jumps
-    airway_thresholds_hu: tuple[float, ...] = (-990.0, -975.0, -960.0, -950.0, -940.0, -930.0, -920.0, -910.0)
-    airway_max_ml: float = 250.0
-    airway_jump: float = 2.0
-    airway_dilation_mm: float = 2.0
-    #: air bridges thinner than about twice this (partial volume at a thin diaphragm, lung
-    #: junctions) are cut before the lungs are picked
-    bridge_mm: float = 2.0
-    #: separate air bodies at least this large (after the opening) are not lung (bowel gas)
-    blocker_min_ml: float = 2.0
-    #: a lung component smaller than this is not a lung (bowel gas, a small pneumatocele)
-    min_lung_ml: float = 50.0
-    closing_mm: float = 5.0
-    #: holes (per axial slice) are filled (vessels, airway walls, nodules); with a value, only
-    #: holes up to this area (mm^2), e.g. 1000 keeps the diaphragm dome out where a slice cuts
-    #: it obliquely but also leaves large hilar vessels out (no net gain on the Lung1 cases)
-    max_hole_mm2: float | None = None
+#: the labeller's parameters are a config section (``autolabel:`` in YAML, validated there)
+AutolabelParams = AutolabelConfig
 
 
 def _check_ct(ct: Image) -> None:

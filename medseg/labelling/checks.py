@@ -38,6 +38,7 @@ from os import PathLike
 import numpy as np
 
 from medseg.errors import GeometryError, InputError
+from medseg.config import QCConfig
 from medseg.image import Image, patient_left_sign
 from medseg.structures import DEFAULT_LUNG_LABELS, parse_structure
 
@@ -88,38 +89,26 @@ class QCFlag:
         return f"{where}{self.structure}: {self.check}: {self.reason}"
 
 
-@dataclass(frozen=True)
-class QCLimits:
-    """Thresholds of :func:`qc`.
-
-    Sources / approximations:
-
-    * CT lung volume per lung 250-5000 mL (combined label 500-10000 mL): adult total lung capacity
-      is about 4-8 L (GLI/ERS reference ranges, taller men up to ~9 L) with each lung holding
-      roughly 45-55 %; residual volume at full expiration is about 1-2 L. The bounds are widened
-      for children, small adults, collapse and hyperinflation: only gross errors are flagged.
-      The shared NSCLC-Radiomics planning CTs have 1730-2190 mL per lung.
-    * Radiograph lung area as a fraction of the image: 0.03-0.50 per lung (0.06-0.80 combined).
-      Chosen by us as wide bounds around what frontal chest films show; the 25 shared COVID-19
-      CXR masks have 0.11-0.29 per lung. Tightly cropped or heavily collimated images may fall
-      outside, which is exactly what a reviewer should look at.
-    * ``speck_fraction`` 0.02: components under 2 % of the label are brush specks, not extra lobes.
-    * ``border_fraction`` 0.15 (radiograph) / 0.001 (CT, in-plane): share of the mask outline on
-      the image border. Real CXR masks touch it by up to ~4 % (cropped films); CT lungs never
-      should.
-    * ``outside_body_fraction`` 0.005 of the lung in outside air; ``air_hu`` -500 HU.
-    """
-
-    ct_lung_ml: tuple[float, float] = (250.0, 5000.0)
-    ct_lungs_ml: tuple[float, float] = (500.0, 10000.0)
-    cxr_lung_fraction: tuple[float, float] = (0.03, 0.50)
-    cxr_lungs_fraction: tuple[float, float] = (0.06, 0.80)
-    speck_fraction: float = 0.02
-    max_gap_slices: int = 3
-    cxr_border_fraction: float = 0.15
-    ct_border_fraction: float = 0.001
-    outside_body_fraction: float = 0.005
-    air_hu: float = -500.0
+# Thresholds of :func:`qc`.
+#
+# Sources / approximations:
+#
+# * CT lung volume per lung 250-5000 mL (combined label 500-10000 mL): adult total lung capacity
+#   is about 4-8 L (GLI/ERS reference ranges, taller men up to ~9 L) with each lung holding
+#   roughly 45-55 %; residual volume at full expiration is about 1-2 L. The bounds are widened
+#   for children, small adults, collapse and hyperinflation: only gross errors are flagged.
+#   The shared NSCLC-Radiomics planning CTs have 1730-2190 mL per lung.
+# * Radiograph lung area as a fraction of the image: 0.03-0.50 per lung (0.06-0.80 combined).
+#   Chosen by us as wide bounds around what frontal chest films show; the 25 shared COVID-19
+#   CXR masks have 0.11-0.29 per lung. Tightly cropped or heavily collimated images may fall
+#   outside, which is exactly what a reviewer should look at.
+# * ``speck_fraction`` 0.02: components under 2 % of the label are brush specks, not extra lobes.
+# * ``border_fraction`` 0.15 (radiograph) / 0.001 (CT, in-plane): share of the mask outline on
+#   the image border. Real CXR masks touch it by up to ~4 % (cropped films); CT lungs never
+#   should.
+# * ``outside_body_fraction`` 0.005 of the lung in outside air; ``air_hu`` -500 HU.
+#
+QCLimits = QCConfig  # the limits are a config section (``qc:`` in YAML), validated there
 
 
 def lung_role(name: str) -> str | None:

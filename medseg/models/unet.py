@@ -21,9 +21,9 @@ from monai.networks.nets import FlexibleUNet
 
 from medseg.config import ModelConfig
 from medseg.errors import ModelError
-from medseg.models.registry import build_registered, get_architecture, register_architecture
 from medseg.models.encoders import get_encoder_spec, load_encoder_weights
 from medseg.models.finetune import apply_frozen_bn_eval
+from medseg.models.registry import build_registered, get_architecture, register_architecture
 
 __all__ = ["MedsegUNet", "build_model", "required_multiple", "check_input_size"]
 

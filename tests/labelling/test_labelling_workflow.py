@@ -74,9 +74,9 @@ def test_select_with_diversity_skips_duplicates(pool: Path, tmp_path: Path, tiny
 
 
 def test_cli(pool: Path, tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["al", "select", "--pool", str(pool), "--k", "2", "-c", str(tiny_checkpoint),
+    rc = main(["al", "select", "--pool", str(pool), "--k", "2", "-m", str(tiny_checkpoint),
                "--out", str(tmp_path / "s.csv")])
     assert rc == 0 and (tmp_path / "s.csv").is_file()
-    assert main(["al", "select", "--pool", str(pool), "--k", "0", "-c", str(tiny_checkpoint)]) == 2
-    assert main(["prelabel", str(pool), "--out", str(tmp_path / "p"), "-c", str(tiny_checkpoint)]) == 0
+    assert main(["al", "select", "--pool", str(pool), "--k", "0", "-m", str(tiny_checkpoint)]) == 2
+    assert main(["prelabel", str(pool), "--out", str(tmp_path / "p"), "-m", str(tiny_checkpoint)]) == 0
     assert "worklist" in capsys.readouterr().out
