@@ -7,7 +7,6 @@ work for writers that insist on a path (SimpleITK, nibabel, highdicom/pydicom).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -15,12 +14,7 @@ from pathlib import Path
 
 from medseg.errors import ExportError
 
-__all__ = ["atomic_path", "default_permissions", "atomic_write_bytes", "atomic_write_text", "resolve_device", "get_logger"]
-
-
-def get_logger(name: str) -> logging.Logger:
-    """The package logger (library code logs, it never prints)."""
-    return logging.getLogger(name)
+__all__ = ["atomic_path", "default_permissions", "atomic_write_bytes", "atomic_write_text", "resolve_device"]
 
 
 @contextlib.contextmanager

@@ -37,11 +37,12 @@ LUNGS = {1: "right lung", 2: "left lung"}
 
 
 def _where(extra: np.ndarray, ref: np.ndarray, medial_sign: int) -> dict[str, int]:
-    """Split ``extra`` pixels by their position relative to ``ref`` on each row (see module doc).
+    """Split ``extra`` pixels by where they lie relative to the reference lung ``ref``.
 
-    On a row ``ref`` covers, a pixel counts as medial when it lies on the midline side of the row's
-    centre of ``ref`` (``medial_sign`` = +1: midline at larger columns), else lateral; on rows
-    ``ref`` does not cover, it is cranio-caudal.
+    Rows ``ref`` does not reach are ``beyond`` (apex / below the diaphragm). On the other rows a
+    pixel is medial when it lies on the midline side of the row's centre of ``ref``
+    (``medial_sign`` = +1: midline at larger columns), else lateral; medial pixels in the lowest
+    third of ``ref``'s rows are ``lower_medial`` (the cardiophrenic region, behind the heart).
     """
     ys, xs = np.nonzero(extra)
     covered = ref.any(axis=1)
@@ -49,10 +50,13 @@ def _where(extra: np.ndarray, ref: np.ndarray, medial_sign: int) -> dict[str, in
     lo = np.where(covered, ref.argmax(axis=1), 0)
     hi = np.where(covered, width - 1 - ref[:, ::-1].argmax(axis=1), 0)
     centre = (lo + hi) / 2.0
+    rows = np.flatnonzero(covered)
+    low_start = rows[0] + 2.0 * (rows[-1] - rows[0]) / 3.0 if len(rows) else 0.0
     on_row = covered[ys]
     medial = on_row & ((xs - centre[ys]) * medial_sign > 0)
-    return {"medial": int(medial.sum()), "lateral": int((on_row & ~medial).sum()),
-            "craniocaudal": int((~on_row).sum())}
+    lower = ys >= low_start
+    return {"lower_medial": int((medial & lower).sum()), "upper_medial": int((medial & ~lower).sum()),
+            "lateral": int((on_row & ~medial).sum()), "beyond": int((~on_row).sum())}
 
 
 def _medial_sign(a: np.ndarray, v: int) -> int:
@@ -64,6 +68,18 @@ def _medial_sign(a: np.ndarray, v: int) -> int:
     midline = (np.nonzero(a == 1)[1].mean() + np.nonzero(a == 2)[1].mean()) / 2.0 if (a == 2).any() and (a == 1).any() \
         else xs_all.mean()
     return 1 if midline > xs_v.mean() else -1
+
+
+def _model_splits(data: Path) -> dict[Path, str]:
+    """image -> "train"/"val": the shipped model's split of this folder (its config's seed and fraction)."""
+    import json
+
+    from medseg.data.manifest import build_manifest, split_entries
+    from medseg.infer.predictor import shipped_checkpoint
+
+    cfg = json.loads((shipped_checkpoint("cxr") / "config.json").read_text())["config"]["data"]
+    entries = split_entries(build_manifest(data), cfg["val_fraction"], cfg["split_seed"])
+    return {e.image.resolve(): str(e.split) for e in entries}
 
 
 def _label(arr: np.ndarray, like: Image) -> Image:
@@ -80,6 +96,7 @@ def main() -> None:
     args = ap.parse_args()
 
     second = sorted((args.data / "second_reader_v7").glob("*_lungs.png"))
+    splits = _model_splits(args.data)
     predictor = None
     if not args.no_model:
         from medseg.infer.predictor import Predictor
@@ -106,7 +123,9 @@ def main() -> None:
             for r in rep.rows:
                 row: dict[str, object] = {"image": stem, "pair": f"{ref}-{rat}", "lung": r.structure,
                                           "dice": r.dice, "hd95": r.hd95, "size_ref": r.size_reference,
-                                          "size_rater": r.size_rater, "size_diff_pct": r.size_diff_pct}
+                                          "size_rater": r.size_rater, "size_diff_pct": r.size_diff_pct,
+                                          "hd95_pct_width": 100.0 * r.hd95 / a.shape[1],
+                                          "model_split": splits.get(image_path.resolve(), "not used")}
                 if (ref, rat) == ("A", "B"):
                     av, bv = np.asarray(a.array) == r.label, np.asarray(b.array) == r.label
                     sign = _medial_sign(np.asarray(a.array), r.label)
@@ -134,32 +153,41 @@ def main() -> None:
     print(f"wrote {args.out} and {args.picture}")
 
 
-def _ms(values: list[float]) -> str:
+def _ms(values: list[float], digits: int) -> str:
     vals = [v for v in values if v == v]
     if not vals:
         return "-"
     sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{statistics.mean(vals):.3f} ± {sd:.3f}" if abs(statistics.mean(vals)) < 2 else \
-        f"{statistics.mean(vals):.1f} ± {sd:.1f}"
+    return f"{statistics.mean(vals):.{digits}f} ± {sd:.{digits}f}"
 
 
 def _summary(rows: list[dict[str, object]], unit: str, n: int) -> str:
-    out = [f"{n} images, mean ± SD over images; HD95 in {unit}.", "",
-           "| pair | lung | Dice | HD95 | size diff (rater − ref, % of ref) |", "|---|---|---|---|---|"]
+    out = [f"{n} images, mean ± SD over images. HD95 in {unit} (no pixel spacing in these pictures) and in % of "
+           "the image width. M rows: *val* = images of the shipped model's held-out patients, *train* = images it "
+           "was trained on (in-sample, optimistic).", "",
+           "| pair | images | lung | Dice | HD95 (px) | HD95 (% width) | size diff (rater − ref, % of ref) |",
+           "|---|---|---|---|---|---|---|"]
     for pair in ("A-B", "A-M", "B-M"):
-        for lung in LUNGS.values():
-            sel = [r for r in rows if r["pair"] == pair and r["lung"] == lung]
-            if sel:
-                out.append(f"| {pair} | {lung} | {_ms([float(r['dice']) for r in sel])} | "
-                           f"{_ms([float(r['hd95']) for r in sel])} | {_ms([float(r['size_diff_pct']) for r in sel])} |")
-    out += ["", "Which reader includes what (A = this set, B = V7), % of A's lung area, mean over images:", "",
-            "| lung | only B: total | medial | lateral | cranio-caudal | only A: total | medial | lateral | "
-            "cranio-caudal |", "|---|---|---|---|---|---|---|---|---|"]
+        groups = [("all", None)] if pair == "A-B" else [("val", "val"), ("train", "train")]
+        for gname, split in groups:
+            for lung in LUNGS.values():
+                sel = [r for r in rows if r["pair"] == pair and r["lung"] == lung
+                       and (split is None or r["model_split"] == split)]
+                if sel:
+                    out.append(f"| {pair} | {gname} ({len(sel)}) | {lung} | {_ms([float(r['dice']) for r in sel], 3)} | "
+                               f"{_ms([float(r['hd95']) for r in sel], 1)} | "
+                               f"{_ms([float(r['hd95_pct_width']) for r in sel], 1)} | "
+                               f"{_ms([float(r['size_diff_pct']) for r in sel], 1)} |")
+    out += ["", "Which reader includes what (A = this set, B = V7): pixels only one reader marks, in % of A's lung "
+            "area, mean over images, by where they lie relative to A's lung (lower medial = medial half of the "
+            "lowest third of A's rows: cardiophrenic region / behind the heart; beyond = rows A does not reach):", "",
+            "| lung | only B | lower medial | upper medial | lateral | beyond | only A | lower medial | upper medial "
+            "| lateral | beyond |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for lung in LUNGS.values():
         sel = [r for r in rows if r["pair"] == "A-B" and r["lung"] == lung]
         cells = []
         for who in ("B_only", "A_only"):
-            for k in ("", "_medial", "_lateral", "_craniocaudal"):
+            for k in ("", "_lower_medial", "_upper_medial", "_lateral", "_beyond"):
                 cells.append(f"{statistics.mean(float(r[f'{who}{k}_pct']) for r in sel):.1f}")
         out.append(f"| {lung} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
@@ -172,9 +200,13 @@ def _picture(pictures: list, path: Path) -> None:
     import matplotlib.pyplot as plt
     from skimage.measure import find_contours
 
-    k = min(6, len(pictures))
-    fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 3.6))
-    for ax, (stem, img, a, b, m) in zip(np.atleast_1d(axes), pictures[:k], strict=False):
+    k = min(8, len(pictures))
+    cols = 4
+    nrows = (k + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.3 * cols, 3.4 * nrows))
+    for ax in np.atleast_1d(axes).ravel()[k:]:
+        ax.axis("off")
+    for ax, (stem, img, a, b, m) in zip(np.atleast_1d(axes).ravel(), pictures[:k], strict=False):
         g = img.astype(np.float32)
         g = (g - g.min()) / max(float(g.max() - g.min()), 1e-6)
         rgb = np.stack([g] * 3, -1) * 0.8
@@ -187,8 +219,8 @@ def _picture(pictures: list, path: Path) -> None:
                 ax.plot(c[:, 1], c[:, 0], color="yellow", lw=0.8)
         ax.set_title(stem[:28], fontsize=7)
         ax.axis("off")
-    fig.suptitle("green: both readers, red: only A (this set), blue: only B (V7, includes lung behind the heart); "
-                 "yellow: model", fontsize=8)
+    fig.suptitle("green: both readers; red: only A (this set); blue: only B (V7 protocol); yellow: model outline",
+                 fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

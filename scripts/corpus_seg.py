@@ -19,7 +19,7 @@ For each item:
 
 The CI test (``tests/io/test_corpus.py``) runs a deterministic subset; this script runs all of it::
 
-    python scripts/corpus_seg.py [--dcmqi] [--json out.json] [--keep DIR]
+    python scripts/corpus_seg.py [--type BINARY|LABELMAP] [--no-dcmqi] [--only TEXT] [--json out.json]
 
 and prints the counts recorded in ``docs/interop.md``.
 """
@@ -180,7 +180,9 @@ def _check_highdicom(seg: Path, image: object, labels: np.ndarray) -> str:
             coordinate_system="PATIENT",
             frame_of_reference_uid=ds.FrameOfReferenceUID,
         )
-        volume = ds.get_volume(segment_numbers=list(numbers), combine_segments=False, skip_overlap_checks=True)
+        volume = ds.get_volume(
+            segment_numbers=list(numbers), combine_segments=False, skip_overlap_checks=True
+        )
         masks = volume.match_geometry(target).array
     else:
         masks = ds.get_pixels_by_source_instance(
@@ -232,7 +234,9 @@ def _check_dcmqi(seg: Path, image: object, labels: np.ndarray, scratch: Path) ->
     return "ok"
 
 
-def check_item(name: str, path: Path, scratch: Path, *, dcmqi: bool = True) -> Outcome:
+def check_item(
+    name: str, path: Path, scratch: Path, *, dcmqi: bool = True, segmentation_type: str = "BINARY"
+) -> Outcome:
     """Run the whole chain on one corpus item (see the module docstring)."""
     from medseg.errors import MedsegError
     from medseg.io import read_image, write_dicom_seg
@@ -248,7 +252,13 @@ def check_item(name: str, path: Path, scratch: Path, *, dcmqi: bool = True) -> O
         labels = test_labels(image.shape)
         seg = scratch / "seg.dcm"
         try:
-            write_dicom_seg(image.with_array(labels, kind="label"), image, seg, label_names=LABEL_NAMES)
+            write_dicom_seg(
+                image.with_array(labels, kind="label"),
+                image,
+                seg,
+                label_names=LABEL_NAMES,
+                segmentation_type=segmentation_type,  # type: ignore[arg-type]
+            )
         except MedsegError as err:
             out.seg_refused = f"{type(err).__name__}: {err}"
             return out
@@ -272,13 +282,15 @@ def check_item(name: str, path: Path, scratch: Path, *, dcmqi: bool = True) -> O
     return out
 
 
-def run_corpus(items: Iterable[tuple[str, Path]], *, dcmqi: bool = True) -> list[Outcome]:
+def run_corpus(
+    items: Iterable[tuple[str, Path]], *, dcmqi: bool = True, segmentation_type: str = "BINARY"
+) -> list[Outcome]:
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="medseg-corpus-") as tmp:
         for i, (name, path) in enumerate(items):
             scratch = Path(tmp) / f"{i:04d}"
             scratch.mkdir()
-            outcomes.append(check_item(name, path, scratch, dcmqi=dcmqi))
+            outcomes.append(check_item(name, path, scratch, dcmqi=dcmqi, segmentation_type=segmentation_type))
             shutil.rmtree(scratch, ignore_errors=True)
     return outcomes
 
@@ -310,19 +322,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dcmqi", action="store_true", help="skip the dcmqi read-back (slowest part)")
     parser.add_argument("--json", type=Path, help="write every outcome to this JSON file")
     parser.add_argument("--only", help="only items whose name contains this text")
+    parser.add_argument("--type", default="BINARY", choices=["BINARY", "LABELMAP"], help="SEG type to write")
     args = parser.parse_args(argv)
     import logging
 
     logging.disable(logging.WARNING)
     items = [it for it in corpus_items() if not args.only or args.only in it[0]]
     start = time.perf_counter()
-    outcomes = run_corpus(items, dcmqi=not args.no_dcmqi)
+    outcomes = run_corpus(items, dcmqi=not args.no_dcmqi, segmentation_type=args.type)
     seconds = time.perf_counter() - start
     for o in outcomes:
         if not o.ok or o.status == "refused" or o.seg_refused:
             what = o.reason or o.seg_refused or "; ".join(o.seg_errors) or str(o.readback)
-            print(f"{'PROBLEM' if not o.ok else o.status.upper() if not o.seg_refused else 'SEG-REFUSED'}: "
-                  f"{o.item}: {what[:300]}")
+            print(
+                f"{'PROBLEM' if not o.ok else o.status.upper() if not o.seg_refused else 'SEG-REFUSED'}: "
+                f"{o.item}: {what[:300]}"
+            )
     for key, value in counts(outcomes).items():
         print(f"{key:>32}: {value}")
     print(f"{'seconds':>32}: {seconds:.1f}")

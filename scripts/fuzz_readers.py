@@ -139,7 +139,7 @@ def build_corpus(folder: Path) -> dict[str, list[Path]]:
         with PILImage.open(images[0]) as pic:
             grey = pic.convert("L").resize((48, 40))
         grey.save(folder / "grey.png")
-        PILImage.fromarray((np.asarray(grey, dtype=np.uint16) * 257)).save(folder / "grey16.png")
+        PILImage.fromarray(np.asarray(grey, dtype=np.uint16) * 257).save(folder / "grey16.png")
         grey.save(folder / "grey.tif")
         grey.save(folder / "two_pages.tif", save_all=True, append_images=[grey.rotate(90)])
         corpus["picture"] += [folder / n for n in ("grey.png", "grey16.png", "grey.tif", "two_pages.tif")]
@@ -731,8 +731,13 @@ def run_campaign(
     peak_mib: int,
     kinds: tuple[str, ...],
     progress: Callable[[int, int], None] | None = None,
+    max_seconds: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Fuzz ``inputs`` inputs spread round-robin over ``kinds``; one result dict per input."""
+    """Fuzz ``inputs`` inputs spread round-robin over ``kinds``; one result dict per input.
+
+    ``max_seconds``: start no new input after that long (the inputs done are still all reported).
+    """
+    start = time.perf_counter()
     _warm_up(corpus, kinds)
     work_root = Path(tempfile.mkdtemp(prefix="medseg-fuzz-"))
     jobs = [(kinds[i % len(kinds)], i // len(kinds)) for i in range(inputs)]
@@ -740,6 +745,8 @@ def run_campaign(
     running: dict[int, tuple[str, int, int, Path, float, int]] = {}
     try:
         while jobs or running:
+            if max_seconds is not None and time.perf_counter() - start > max_seconds:
+                jobs.clear()
             while jobs and len(running) < workers:
                 kind, index = jobs.pop(0)
                 work = work_root / f"{kind}-{index}"
@@ -752,6 +759,8 @@ def run_campaign(
                     _child(kind, index, seed, corpus, work, mem_mib << 20, time_s, wfd)
                 os.close(wfd)
                 running[pid] = (kind, index, rfd, work, time.perf_counter(), base)
+            if not running:
+                break
             pid, status, usage = os.wait4(-1, 0)
             if pid not in running:
                 continue
@@ -827,6 +836,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mem-mib", type=int, default=6144, help="address-space cap per worker above the parent")
     ap.add_argument("--peak-mib", type=int, default=1024, help="peak RSS (above the parent) counted as a failure")
     ap.add_argument("--time-s", type=int, default=20, help="time limit per input")
+    ap.add_argument("--max-seconds", type=float, help="start no new input after this many seconds")
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--corpus", type=Path, help="folder for the seed files (default: a temporary one)")
     ap.add_argument("--json", type=Path, help="write every result here")
@@ -870,6 +880,7 @@ def main(argv: list[str] | None = None) -> int:
             peak_mib=args.peak_mib,
             kinds=kinds,
             progress=progress,
+            max_seconds=args.max_seconds,
         )
         elapsed = time.perf_counter() - t0
     finally:

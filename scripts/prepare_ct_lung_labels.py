@@ -9,12 +9,15 @@ docs/autolabel.md), so the CT lung model is trained on labels read from the orig
         [--out data_prepared/ct_lung]
 
 Writes ``OUT/<patient>/lung_rtstruct.nii.gz`` and ``OUT/manifest.csv`` (image = the shared CT,
-label = the rasterised contours, patient_id, split: LUNG1-002 train, LUNG1-003 val).
+label = the rasterised contours, patient_id, split: LUNG1-002 train, LUNG1-003 val), and for the
+2-fold cross-validation ``OUT/fold_val_<patient>.csv`` (that patient validates, the other trains)
+and ``OUT/all_train.csv`` (both patients train: the shipped model).
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +54,10 @@ def main() -> None:
                                      split=SPLIT.get(case.name), patient_id=case.name))
     manifest = write_manifest(entries, args.out / "manifest.csv")
     print(f"manifest: {manifest}")
+    for held in entries:
+        fold = [replace(e, split="val" if e.patient_id == held.patient_id else "train") for e in entries]
+        print(f"fold manifest: {write_manifest(fold, args.out / f'fold_val_{held.patient_id}.csv')}")
+    print(f"all-train manifest: {write_manifest([replace(e, split='train') for e in entries], args.out / 'all_train.csv')}")
 
 
 if __name__ == "__main__":

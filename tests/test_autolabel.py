@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medseg.labelling.autolabel import LUNG_LABELS, AutolabelParams, autolabel_ct_lungs
 from medseg.errors import InputError
 from medseg.image import Image, affine_from_geometry
+from medseg.labelling.autolabel import LUNG_LABELS, AutolabelParams, autolabel_ct_lungs
 from medseg.metrics import dice
 
 SPACING = (2.5, 2.5, 5.0)  # x, y, z mm
@@ -233,15 +233,16 @@ def test_cli_writes_nifti_label_map(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert not (tmp_path / "z.nii.gz").exists()
     # DICOM-SEG needs DICOM input; unknown suffixes fail before any work
     assert main(["autolabel", "ct-lungs", str(src), "--out", str(tmp_path / "x.dcm")]) == 2
-    assert "DICOM CT as input" in capsys.readouterr().err
+    assert "needs a DICOM image as its source" in capsys.readouterr().err
     assert main(["autolabel", "ct-lungs", str(src), "--out", str(tmp_path / "x.png")]) == 2
-    assert "unsupported output format" in capsys.readouterr().err
+    assert "2-D label maps only" in capsys.readouterr().err
+    assert main(["autolabel", "ct-lungs", str(src), "--out", str(tmp_path / "x.jpg")]) == 2
+    assert "cannot write a label map as .jpg" in capsys.readouterr().err
 
 
 def test_cli_dicom_in_dicom_seg_out(repo_root: Path, tmp_path: Path) -> None:
     from medseg.cli import main
-    from medseg.io import read_dicom_seg
-    from medseg.io import read_image
+    from medseg.io import read_dicom_seg, read_image
 
     series = repo_root / "sample_data" / "ct" / "LIDC-IDRI-0001"
     if not series.is_dir():

@@ -162,3 +162,22 @@ def test_doc_python_blocks_run(path: Path, docs_workspace: Path, shared_data: Pa
     print("ran:", ", ".join(timings) or "nothing")
     if skipped:
         print("skipped:", "; ".join(skipped))
+
+
+def test_collector_reads_blocks_skips_and_rejects_stray_skip_comments(tmp_path: Path) -> None:
+    doc = tmp_path / "x.md"
+    doc.write_text(
+        "# t\n\n```python\na = 1\n```\n\n```bash\nls\n```\n\n"
+        "<!-- skip-test: needs a GPU -->\n```python\nb = a + 1\n```\n\n```py\nc = 3\n```\n"
+    )
+    blocks = doc_blocks(doc)
+    assert [(b.line, b.code, b.skip) for b in blocks] == [
+        (4, "a = 1\n", None), (13, "b = a + 1\n", "needs a GPU"), (17, "c = 3\n", None)
+    ]
+    assert _shadow_source(doc, blocks).splitlines()[12] == "b = a + 1"
+    doc.write_text("<!-- skip-test: reason -->\n```bash\nls\n```\n")
+    with pytest.raises(AssertionError, match="not followed by a python block"):
+        doc_blocks(doc)
+    doc.write_text("<!-- skip-test: -->\n```python\nx = 1\n```\n")
+    with pytest.raises(AssertionError, match="without a reason"):
+        doc_blocks(doc)

@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from medseg.cli._app import app
-from medseg.cli.helpers import console
-from medseg.cli.helpers import parse_shard
+from medseg.cli.helpers import console, parse_shard
 
 al_app = typer.Typer(help="Active learning: pick the next cases to annotate.", no_args_is_help=True)
 app.add_typer(al_app, name="al")
@@ -22,17 +21,20 @@ def prelabel_cli(
     shard: str | None = typer.Option(None, "--shard", help="i/n for SLURM array jobs."),
     skip_existing: bool = typer.Option(False, "--skip-existing"),
     no_tta: bool = typer.Option(False, "--no-tta", help="No flip TTA (faster; uncertainty from entropy only)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Pre-label studies for review (DICOM-SEG + overlay) and rank them in worklist.csv, most worth a look first."""
+    from medseg.cli.helpers import case_progress, out_folder
     from medseg.labelling import prelabel
 
-    res = prelabel(inputs, out, checkpoint=checkpoint, shard=parse_shard(shard), skip_existing=skip_existing,
-                   tta_flip=not no_tta)
+    with case_progress(None) as hooks:
+        res = prelabel(inputs, out_folder(out), checkpoint=checkpoint, shard=parse_shard(shard),
+                       skip_existing=skip_existing, tta_flip=not no_tta, device=device, **hooks)
     for i, row in enumerate(res.worklist[:10], 1):
         console().print(f"{i:3d}. {row['case']:30s} {row['status']:6s} flags={len(row['qc_flags'])} "
                    f"uncertainty={row['uncertainty']:.3f}")
     console().print(f"worklist: {res.worklist_csv}")
-    raise typer.Exit(1 if res.batch.n_failed else 0)
+    raise typer.Exit(res.batch.exit_code)
 
 
 @al_app.command("select")

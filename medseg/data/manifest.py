@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import ConfigError, InputError
+from medseg.io.formats import stem_of
 
 __all__ = [
     "ManifestEntry",
@@ -44,7 +45,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".nii", ".nii.gz", ".mha", ".nrrd")
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,7 @@ class ManifestEntry:
 
 
 def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in sorted(_IMAGE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    return stem_of(path)
 
 
 def _resolve(value: str, base: Path) -> Path:

@@ -34,6 +34,7 @@ from medseg.errors import GeometryError, InputError, ModelError
 from medseg.export.outputs import CaseContext, OutputSpec, register_output
 from medseg.image import Image
 from medseg.infer.predictor import Prediction, Predictor
+from medseg.io.formats import stem_of
 from medseg.structures import LabelMap, parse_structure
 
 __all__ = ["NoduleResult", "detect", "detect_nodules", "write_nodule_outputs", "OUTPUT_FILES"]
@@ -220,11 +221,7 @@ def _series_name(image: Image, seriesuid: str | None) -> str:
             "the CT has no SeriesInstanceUID and no file name to name it by in candidates.csv",
             hint="pass seriesuid=",
         )
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".mhd", ".mha", ".nrrd"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name  # LUNA16 names its .mhd files by the series UID
+    return stem_of(path)  # LUNA16 names its .mhd files by the series UID
 
 
 def _overlay_crop(image: Image, labels: Image, result: NoduleResult, n: int = 6) -> tuple[Image, Image]:

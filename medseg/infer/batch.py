@@ -402,8 +402,8 @@ def _predict_case(case: Case, run: _Run, out_dir: Path, formats: Sequence[str], 
                       dicom_source=dicom_source, protect=protect)
     written = write_case_outputs(ctx, out_dir, case.name, formats, layout)
     extra = on_prediction(case, image, pred) if on_prediction is not None else {}
-    for w in warnings:
-        log.warning("%s: %s", case.name, w)
+    for w in warnings:  # INFO: the warning travels in the result/summary row; the CLI prints it once
+        log.info("%s: %s", case.name, w)
     return CaseResult(
         case=case.name, input=str(case.path), status="empty" if empty else "ok",
         message="; ".join(warnings), seconds=time.perf_counter() - t0,
@@ -518,10 +518,10 @@ def predict(
             try:
                 res = _predict_case(case, run, out, fmts, layout, on_prediction)
             except MedsegError as e:
-                log.error("%s: %s", case.name, e)
+                log.info("%s: %s", case.name, e)
                 res = CaseResult(case.name, str(case.path), "error", str(e))
             except Exception as e:  # noqa: BLE001 - one bad case must never abort the batch
-                log.exception("%s: unexpected error", case.name)
+                log.debug("%s: unexpected error", case.name, exc_info=True)
                 res = CaseResult(case.name, str(case.path), "error",
                                  f"{case.path}: unexpected {type(e).__name__}: {e}. Fix: report this as a bug")
             write_record(out, CaseRecord(

@@ -33,6 +33,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from os import PathLike
@@ -475,18 +476,54 @@ class Predictor:
         log.debug("%s: %d slices on a %dx%d grid (%s), chunks of %d", image.source.path or "image", z_count,
                   *grid, "one window per slice" if whole else "sliding windows", chunk)
         quarter = 0
-        for z0 in range(0, z_count, chunk):
-            z1 = min(z_count, z0 + chunk)
-            x = prepare_slab(image, cfg, z0, z1, grid=grid, check=False)
-            probs, flipped = self._infer(x, whole)
-            full = self._restore(probs, flipped, size, stats)
-            raw[z0:z1] = full.argmax(dim=1).to(torch.uint8).cpu().numpy()
-            if kept is not None:
-                kept[:, z0:z1] = full.transpose(0, 1).float().cpu().numpy()
-            del x, probs, flipped, full
-            if hook is not None:
-                hook(z1, z_count)
-            if z_count > chunk and 4 * z1 // z_count > quarter:
-                quarter = 4 * z1 // z_count
-                log.info("%s: %d/%d slices", image.source.path or "image", z1, z_count)
+        starts = list(range(0, z_count, chunk))
+
+        def prepare(z0: int) -> torch.Tensor:
+            x = prepare_slab(image, cfg, z0, min(z_count, z0 + chunk), grid=grid, check=False)
+            return x.pin_memory() if self.device.type == "cuda" else x
+
+        # on a GPU the next chunk is prepared on the CPU while the GPU works on this one
+        pool = ThreadPoolExecutor(1) if self.device.type == "cuda" and len(starts) > 1 else None
+        try:
+            upcoming = pool.submit(prepare, starts[0]) if pool is not None else None
+            for i, z0 in enumerate(starts):
+                z1 = min(z_count, z0 + chunk)
+                if upcoming is not None and pool is not None:
+                    x = upcoming.result()
+                    upcoming = pool.submit(prepare, starts[i + 1]) if i + 1 < len(starts) else None
+                else:
+                    x = prepare(z0)
+                quarter = self._chunk(image, x, z0, z1, whole, size, stats, raw, kept, hook, quarter)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         return raw, kept, stats.result()
+
+    def _chunk(
+        self,
+        image: Image,
+        x: torch.Tensor,
+        z0: int,
+        z1: int,
+        whole: bool,
+        size: tuple[int, int],
+        stats: _UncertaintyStats,
+        raw: np.ndarray,
+        kept: np.ndarray | None,
+        hook: ProgressHook | None,
+        quarter: int,
+    ) -> int:
+        """Infer, restore and label slices ``z0:z1`` (inputs ``x``); returns the last quarter logged."""
+        z_count = image.shape[0]
+        probs, flipped = self._infer(x, whole)
+        full = self._restore(probs, flipped, size, stats)
+        raw[z0:z1] = full.argmax(dim=1).to(torch.uint8).cpu().numpy()
+        if kept is not None:
+            kept[:, z0:z1] = full.transpose(0, 1).float().cpu().numpy()
+        del x, probs, flipped, full
+        if hook is not None:
+            hook(z1, z_count)
+        if z_count > self.config.infer.chunk_slices and 4 * z1 // z_count > quarter:
+            quarter = 4 * z1 // z_count
+            log.info("%s: %d/%d slices", image.source.path or "image", z1, z_count)
+        return quarter

@@ -140,7 +140,7 @@ def check_voxel_count(shape: Sequence[Any], path: str | PathLike[str] | None, wh
         total *= d
     if total > MAX_VOXELS:
         raise InputError(
-            f"{what} declares {total:,} voxels {tuple(dims)}, more than medseg reads ({MAX_VOXELS:,})",
+            f"{what} declares {total:,} voxels, more than medseg reads ({MAX_VOXELS:,})",
             path=path,
             hint="the header is corrupt, or crop/downsample the image first",
         )

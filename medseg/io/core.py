@@ -16,8 +16,8 @@ from pathlib import Path
 from medseg.errors import DicomInputError, ExportError, InputError
 from medseg.image import Image, ImageKind
 from medseg.io._common import existing_path
-from medseg.io.formats import FORMATS, suffix_of, writable_suffixes
 from medseg.io.dicom import SeriesInfo, _looks_like_raw_dicom, list_series, read_dicom
+from medseg.io.formats import FORMATS, suffix_of, writable_suffixes
 from medseg.io.itk import ITK_SUFFIXES, read_itk, write_itk
 from medseg.io.nifti import read_nifti, write_nifti
 from medseg.io.picture import PICTURE_SUFFIXES, read_picture, write_png

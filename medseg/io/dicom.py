@@ -33,6 +33,7 @@ Radiographs (CR, DX, MG, secondary capture, ... single frame, greyscale):
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import struct
 from collections.abc import Iterable, Sequence
@@ -65,7 +66,7 @@ from medseg.io._common import (
 )
 from medseg.io.decode import decode_files_into, decode_pixels
 
-__all__ = ["SeriesInfo", "list_series", "read_dicom", "is_dicom_file", "check_seg_dataset"]
+__all__ = ["SeriesInfo", "list_series", "read_dicom", "is_dicom_file", "check_seg_dataset", "read_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -194,11 +195,12 @@ def _read_header(path: Path, *, strict: bool, specific_tags: list[str] | None = 
             )
         fp.seek(0)
         try:
+            src = _mapped(fp)
             ds = pydicom.dcmread(
-                fp, stop_before_pixels=True, force=not has_prefix, specific_tags=specific_tags
+                src, stop_before_pixels=True, force=not has_prefix, specific_tags=specific_tags
             )
-            offset: int | None = fp.tell()
-            tag = fp.read(4)
+            offset: int | None = src.tell()
+            tag = src.read(4)
         except Exception as e:
             if not has_prefix and not strict:
                 return None
@@ -249,6 +251,45 @@ def _deflated_header(path: Path, ds: Dataset, ts: UID) -> _Header:
     return _Header(path=path, ds=ds, pixel_offset=offset, transfer_syntax=ts)
 
 
+def _mapped(fp: Any) -> Any:
+    """A read-only memory map of the open file ``fp`` for pydicom to parse (``fp`` itself when empty).
+
+    ``mmap.read(n)`` returns at most the bytes left, where a file object first allocates ``n``
+    bytes: a corrupt element length of 4 GB in a 1 KB file would otherwise allocate 4 GB.
+    """
+    if os.fstat(fp.fileno()).st_size == 0:
+        return fp
+    return mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def read_dataset(path: str | PathLike[str], *, force: bool = False) -> Dataset:
+    """The whole dataset of the DICOM file ``path`` (pixel data included), memory bounded by its size.
+
+    Parsed from a memory map (see :func:`_mapped`); every pydicom failure becomes a
+    :class:`DicomInputError` naming the file.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as fp:
+            return pydicom.dcmread(_mapped(fp), force=force)
+    except OSError as e:
+        if e.errno is not None:
+            raise InputError(f"cannot open the file ({e.strerror})", path=p, hint="check permissions") from e
+        raise DicomInputError(
+            f"cannot read the file as DICOM, it is not DICOM or corrupt ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:160]})",
+            path=p,
+            hint="copy the file again from its source (PACS export, archive)",
+        ) from e
+    except Exception as e:  # noqa: BLE001 - pydicom raises many types on corrupt files
+        raise DicomInputError(
+            f"cannot read the file as DICOM, it is not DICOM or corrupt ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:160]})",
+            path=p,
+            hint="copy the file again from its source (PACS export, archive)",
+        ) from e
+
+
 def _truncation(ds: Dataset) -> str | None:
     """Why a header that ran to the end of its file looks cut short, or None.
 
@@ -288,10 +329,13 @@ def _scan(paths: Iterable[Path], *, specific_tags: list[str] | None = None) -> l
         if h is None:
             log.debug("skipping %s: not DICOM", p)
             continue
-        if (
-            h.sop_class == _DICOMDIR_SOP_CLASS
-            or str(getattr(h.ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS
-        ):
+        try:
+            media_class = str(getattr(h.ds, "file_meta", {}).get("MediaStorageSOPClassUID", ""))
+        except Exception as e:  # noqa: BLE001 - a corrupt element decodes lazily, on access
+            raise DicomInputError(
+                f"the file meta cannot be decoded ({type(e).__name__}: {str(e)[:120]})", path=p, hint=_CORRUPT_HINT
+            ) from e
+        if h.sop_class == _DICOMDIR_SOP_CLASS or media_class == _DICOMDIR_SOP_CLASS:
             continue
         headers.append(h)
     return headers
@@ -508,6 +552,8 @@ def check_seg_dataset(ds: Dataset, where: Path) -> None:
     cols = _int_attr(ds, "Columns", where, 1, 65535)
     frames = _int_attr(ds, "NumberOfFrames", where, 1, MAX_VOXELS)
     bits = _int_attr(ds, "BitsAllocated", where, 1, 16)
+    _int_attr(ds, "BitsStored", where, 1, bits)
+    _int_attr(ds, "HighBit", where, 0, bits - 1)
     _int_attr(ds, "SamplesPerPixel", where, 1, 1)
     _int_attr(ds, "PixelRepresentation", where, 0, 1)
     if rows * cols * frames > MAX_VOXELS:
@@ -517,15 +563,32 @@ def check_seg_dataset(ds: Dataset, where: Path) -> None:
             hint=_CORRUPT_HINT,
         )
     seg_type = str(_value(ds, "SegmentationType", where) or "")
-    if seg_type not in ("BINARY", "FRACTIONAL", "LABELMAP"):
+    allowed_bits = {"BINARY": (1,), "FRACTIONAL": (8,), "LABELMAP": (8, 16)}
+    if seg_type not in allowed_bits:
         raise DicomInputError(
             f"SegmentationType {seg_type!r} is not BINARY, FRACTIONAL or LABELMAP", path=where, hint=_CORRUPT_HINT
         )
+    if bits not in allowed_bits[seg_type]:
+        raise DicomInputError(
+            f"BitsAllocated {bits} does not fit SegmentationType {seg_type} (needs {allowed_bits[seg_type]})",
+            path=where,
+            hint=_CORRUPT_HINT,
+        )
+    try:  # pydicom decodes values (and sequence items) lazily: decode every element now, once
+        ds.walk(lambda _ds, _elem: None)
+    except Exception as e:  # noqa: BLE001 - pydicom raises many types for a corrupt value
+        raise DicomInputError(
+            f"an element cannot be decoded ({type(e).__name__}: {' '.join(str(e).split())[:120]})",
+            path=where,
+            hint=_CORRUPT_HINT,
+        ) from e
+    if seg_type == "FRACTIONAL":
+        _int_attr(ds, "MaximumFractionalValue", where, 1, 255)
     segments = _value(ds, "SegmentSequence", where)
     if not segments:
         raise DicomInputError("the SEG has no SegmentSequence items (no segments)", path=where, hint=_CORRUPT_HINT)
-    for item in segments:
-        _int_attr(item, "SegmentNumber", where, 1, 65535)
+    for item in segments:  # a LABELMAP may describe its background as segment 0 (highdicom does)
+        _int_attr(item, "SegmentNumber", where, 0 if seg_type == "LABELMAP" else 1, 65535)
     if not _value(ds, "DimensionIndexSequence", where):
         raise DicomInputError("the SEG has no DimensionIndexSequence", path=where, hint=_CORRUPT_HINT)
     per_frame = _value(ds, "PerFrameFunctionalGroupsSequence", where) or []
@@ -538,7 +601,9 @@ def check_seg_dataset(ds: Dataset, where: Path) -> None:
     meta = getattr(ds, "file_meta", None)
     ts = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else None
     pixels = _value(ds, "PixelData", where)
-    if ts is not None and not ts.is_compressed and pixels is not None:
+    if not pixels:
+        raise DicomInputError("the SEG has no PixelData", path=where, hint="the file is truncated; copy it again")
+    if ts is not None and ts.is_transfer_syntax and not ts.is_compressed:
         need = (rows * cols * frames * bits + 7) // 8
         if len(pixels) < need:
             raise DicomInputError(
@@ -790,11 +855,11 @@ def read_dicom(
             )
         image = _read_radiograph(series[0], kind)
     else:
-        first = series[0].ds
-        voxels = len(series) * int(first.Rows) * int(first.Columns)
+        head = series[0].ds
+        voxels = len(series) * int(head.Rows) * int(head.Columns)
         if voxels > MAX_VOXELS:
             raise DicomInputError(
-                f"{len(series)} slices of {first.Rows} x {first.Columns} are more than medseg reads "
+                f"{len(series)} slices of {head.Rows} x {head.Columns} are more than medseg reads "
                 f"({MAX_VOXELS:,} voxels)",
                 path=root,
                 hint="pass a smaller series, or check the Rows/Columns of its files",
@@ -1001,7 +1066,7 @@ _PLUGIN_PACKAGES = {
 }
 
 
-def _decode_error(where: Path, ts: UID, err: Exception) -> DicomInputError:
+def _decode_error(where: Path, ts: UID, err: BaseException) -> DicomInputError:
     """The error for pixel data pydicom could not decode: names the codec and, for compressed
     data, the decoders tried and the PyPI package of each decoder not installed."""
     from pydicom.pixels import get_decoder
@@ -1073,7 +1138,7 @@ def _read_native_into(h: _Header, out: np.ndarray) -> bool:
 def _decode_with_pydicom(h: _Header, index: int | None = None) -> np.ndarray:
     """Decode pixel data with pydicom (compressed / big endian / multi-frame files)."""
     try:
-        ds = pydicom.dcmread(h.path, force=True)
+        ds = read_dataset(h.path, force=True)
         if not getattr(ds, "file_meta", None) or "TransferSyntaxUID" not in ds.file_meta:
             ds.file_meta = ds.file_meta if getattr(ds, "file_meta", None) else FileMetaDataset()
             ds.file_meta.TransferSyntaxUID = h.transfer_syntax
@@ -1334,10 +1399,7 @@ def _read_radiograph(h: _Header, kind: ImageKind) -> Image:
             path=where,
             hint="pass a single-frame radiograph or a CT/MR series",
         )
-    try:
-        ds = pydicom.dcmread(where, force=True)
-    except Exception as e:
-        raise _truncated(where, f"{type(e).__name__}: {e}") from e
+    ds = read_dataset(where, force=True)
     if not getattr(ds, "file_meta", None) or "TransferSyntaxUID" not in ds.file_meta:
         # bare datasets (no File Meta, e.g. old ACR-NEMA CR files): pydicom needs the syntax to decode
         ds.file_meta = ds.file_meta if getattr(ds, "file_meta", None) else FileMetaDataset()

@@ -101,7 +101,7 @@ def _check_declared_size(reader, path: Path) -> None:  # reader: SimpleITK.Image
     import SimpleITK as sitk
 
     size = reader.GetSize()
-    voxels = check_voxel_count(size, path, f"the declared size {tuple(size)}")
+    voxels = check_voxel_count(size, path, f"the header size {tuple(size)}")
     components = max(1, int(reader.GetNumberOfComponents()))
     itemsize = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1] * len(size), reader.GetPixelID())).dtype).itemsize
     need = voxels * components * itemsize

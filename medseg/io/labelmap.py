@@ -76,7 +76,7 @@ def check_label_map_path(path: str | PathLike[str], *, source: Image | None = No
             asked for without a DICOM source.
     """
     from medseg.errors import ExportError
-    from medseg.io.formats import suffix_of, writable_suffixes
+    from medseg.io.formats import FORMATS, suffix_of, writable_suffixes
 
     p = Path(path)
     suffixes = writable_suffixes(labels=True)
@@ -85,6 +85,9 @@ def check_label_map_path(path: str | PathLike[str], *, source: Image | None = No
                           hint=f"use one of {', '.join(suffixes)} (.dcm = DICOM-SEG)")
     if p.is_dir():
         raise ExportError("the output path is a folder", path=p, hint="give a file name")
+    if source is not None and source.ndim == 3 and suffix_of(p) in FORMATS["picture"].suffixes:
+        raise ExportError("a PNG holds 2-D label maps only; this one is 3-D", path=p,
+                          hint="write .nii.gz (or .mha / .nrrd / .dcm)")
     if suffix_of(p) == ".dcm" and source is not None and not source.source.is_dicom:
         raise ExportError("a DICOM-SEG needs a DICOM image as its source", path=p,
                           hint="pass the DICOM series/file, or write .nii.gz / .png")

@@ -120,6 +120,18 @@ def read_nifti(path: str | PathLike[str], *, kind: ImageKind = "intensity", moda
         data = np.asanyarray(img.dataobj)
     except InputError:
         raise
+    except ValueError as e:
+        if "w2 should be positive" not in str(e):  # nibabel's message for an impossible quaternion
+            raise InputError(
+                f"cannot read the NIfTI file, it is truncated or corrupt ({type(e).__name__}: {' '.join(str(e).split())})",
+                path=p,
+                hint="write the file again",
+            ) from e
+        raise GeometryError(
+            "the NIfTI qform quaternion (quatern_b/c/d) is impossible and there is no usable sform",
+            path=p,
+            hint="the header is corrupt; write the file again",
+        ) from e
     except Exception as e:
         raise InputError(
             f"cannot read the NIfTI file, it is truncated or corrupt ({type(e).__name__}: {' '.join(str(e).split())})",

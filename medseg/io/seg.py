@@ -41,7 +41,7 @@ from medseg.colours import RGB, label_colours
 from medseg.errors import DicomInputError, ExportError, GeometryError, InputError
 from medseg.image import Image, ImageSource, present_labels
 from medseg.io._common import check_image, reader_guard
-from medseg.io.dicom import SEG_SOP_CLASSES, check_seg_dataset
+from medseg.io.dicom import SEG_SOP_CLASSES, check_seg_dataset, read_dataset
 from medseg.structures import concept_for
 from medseg.utils import atomic_path
 
@@ -867,7 +867,7 @@ def read_dicom_seg(
 def _load_seg(path: Path) -> tuple[hd.seg.Segmentation, Any]:
     """The parsed SEG and the Pixel Spacing of its shared Pixel Measures (``None`` if absent)."""
     try:
-        ds = pydicom.dcmread(path)
+        ds = read_dataset(path)  # issue #13: parsed from a memory map, corrupt lengths cannot allocate
     except (OSError, pydicom.errors.InvalidDicomError) as err:
         raise DicomInputError(
             f"cannot read the file as DICOM ({type(err).__name__})", path=path, hint="give a DICOM-SEG file"

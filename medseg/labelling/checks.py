@@ -37,8 +37,8 @@ from os import PathLike
 
 import numpy as np
 
-from medseg.errors import GeometryError, InputError
 from medseg.config import QCConfig
+from medseg.errors import GeometryError, InputError
 from medseg.image import Image, patient_left_sign
 from medseg.structures import DEFAULT_LUNG_LABELS, parse_structure
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from medseg.infer.batch import BatchResult, Case, CaseResult, discover_cases, predict
 from medseg.errors import ConfigError
+from medseg.infer.batch import BatchResult, Case, CaseResult, discover_cases, predict
 from medseg.labelling.checks import qc
 from medseg.labelling.uncertainty import rank_worklist, select_for_annotation
 from medseg.utils import atomic_write_text
@@ -98,17 +98,21 @@ def prelabel(
     shard: tuple[int, int] | None = None,
     skip_existing: bool = False,
     on_case: Callable[[CaseResult], None] | None = None,
+    device: str = "auto",
+    **batch_options: Any,
 ) -> PrelabelResult:
     """Pre-label every study for human review and write ``worklist.csv`` (most worth a look first).
 
     Outputs per case as :func:`medseg.infer.batch.predict` (``seg.dcm`` opens in 3D Slicer / OHIF for
     correction, ``overlay.png`` for a quick look); ``worklist.csv`` columns: rank, case, status,
     n_flags, qc_flags (check: reason | ...), uncertainty, entropy_fg, tta_disagreement, seg, overlay,
-    input. Skipped cases (``skip_existing``) are listed without scores.
+    input. Skipped cases (``skip_existing``) keep the scores and flags of the run that made them.
+    ``batch_options`` (``layout``, ``naming``, ``on_start``, ``progress``) go to
+    :func:`medseg.infer.batch.predict`.
     """
     out = Path(out_dir)
     batch = predict(inputs, out, checkpoint=checkpoint, formats=formats, shard=shard, skip_existing=skip_existing,
-                    on_case=on_case, tta_flip=tta_flip, on_prediction=_qc_hook)
+                    on_case=on_case, tta_flip=tta_flip, on_prediction=_qc_hook, device=device, **batch_options)
     rows = _worklist_rows(batch.results)
     name = "worklist.csv" if shard is None else f"worklist-{shard[0]}-of-{shard[1]}.csv"
     path = out / name
@@ -149,6 +153,7 @@ def select_cases(
     seed: int = 0,
     out_csv: str | PathLike[str] | None = None,
     work_dir: str | PathLike[str] | None = None,
+    device: str = "auto",
 ) -> Selection:
     """Score an unlabelled pool by model uncertainty and pick the next ``k`` cases to annotate.
 
@@ -190,7 +195,7 @@ def select_cases(
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(work_dir) if work_dir else Path(tmp)
         batch = predict([], target, checkpoint=checkpoint, formats=(), cases=cases, tta_flip=True,
-                        on_prediction=hook)
+                        on_prediction=hook, device=device)
     scored = [r for r in batch.results if r.status in ("ok", "empty")]
     for r in batch.results:
         if r.status == "error":

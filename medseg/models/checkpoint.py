@@ -36,13 +36,13 @@ import torch
 from torch import nn
 
 import medseg
-from medseg.structures import concept_to_dict
 from medseg.config import Config, config_from_dict, config_to_dict
 from medseg.errors import CheckpointError, ConfigError, MedsegError
 from medseg.models.encoders import Preprocessing, encoder_preprocessing
 from medseg.models.finetune import unwrap_model
 from medseg.models.registry import build_registered, class_path, get_architecture
 from medseg.models.unet import MedsegUNet, build_model, required_multiple
+from medseg.structures import concept_to_dict
 from medseg.utils import default_permissions, resolve_device
 
 __all__ = [
@@ -219,6 +219,20 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _recover_swapped(target: Path) -> Path:
+    """``target`` when a save was killed between the two renames of :func:`_swap_into_place`.
+
+    The previous checkpoint then sits complete in ``.<name>.old-*``: it is the one to load (the new
+    one was never in place). Returns ``target`` unchanged when there is nothing to recover.
+    """
+    olds = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in olds:
+        if (old / CONFIG_FILE).is_file():
+            logger.warning("%s: recovering the checkpoint of an interrupted save from %s", target, old.name)
+            return old
+    return target
+
+
 def _read_info(cfg_file: Path) -> dict[str, Any]:
     if not cfg_file.is_file():
         raise CheckpointError(
@@ -339,6 +353,8 @@ def load_checkpoint(directory: str | os.PathLike[str], device: str = "cpu") -> L
     path = Path(directory)
     if path.is_file():  # config.json, model.safetensors or any file of the folder
         path = path.parent
+    if not path.exists():
+        path = _recover_swapped(path)
     if not path.is_dir():
         raise CheckpointError(
             "checkpoint folder not found", path=path, hint="pass the folder save_checkpoint wrote"

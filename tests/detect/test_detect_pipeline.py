@@ -260,11 +260,14 @@ def test_cli_detect(scene: dict[str, Any], tmp_path: Path, monkeypatch: pytest.M
         return scene["predictor"]
 
     monkeypatch.setattr(Predictor, "from_checkpoint", classmethod(stand_in))
-    assert main(["detect", str(series), "--checkpoint", "stand-in", "--out", str(out), "--threshold", "0.5"]) == 0
+    stand = tmp_path / "stand-in"  # a folder that looks like a checkpoint; the model is the stand-in above
+    stand.mkdir()
+    (stand / "config.json").write_text("{}")
+    assert main(["detect", str(series), "--checkpoint", str(stand), "--out", str(out), "--threshold", "0.5"]) == 0
     text = capsys.readouterr().out
     assert "1 candidate(s)" in text and "nodule 1:" in text
     assert sorted(p.name for p in out.iterdir()) == ["candidates.csv", "overlay.png", "seg.dcm", "sr.dcm"]
     row = out.joinpath("candidates.csv").read_text().splitlines()[1].split(",")
     assert np.linalg.norm(np.array([float(v) for v in row[1:4]]) - scene["in_lung"]) < 1.0
-    assert main(["detect", str(series), "--checkpoint", "stand-in", "--out", str(out), "--threshold", "1.5"]) == 2
+    assert main(["detect", str(series), "--checkpoint", str(stand), "--out", str(out), "--threshold", "1.5"]) == 2
     assert "threshold" in capsys.readouterr().err

@@ -24,9 +24,8 @@ from seg_helpers import (
     write_series,
 )
 
-from medseg.io import read_dicom_seg, write_dicom_seg
 from medseg.image import Image
-from medseg.io import read_image
+from medseg.io import read_dicom_seg, read_image, write_dicom_seg
 
 NAMES = {1: "right lung", 2: "nodule"}
 

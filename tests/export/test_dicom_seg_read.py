@@ -11,9 +11,8 @@ import pytest
 from seg_helpers import world_points
 
 from medseg.errors import DicomInputError, GeometryError, InputError
-from medseg.io import read_dicom_seg
 from medseg.image import Image
-from medseg.io import read_image
+from medseg.io import read_dicom_seg, read_image
 
 
 @pytest.fixture(scope="module")

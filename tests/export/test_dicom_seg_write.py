@@ -15,9 +15,8 @@ from seg_helpers import assert_entities_consistent, dciodvfy_errors, dcmqi_decod
 
 import medseg
 from medseg.errors import ExportError, GeometryError
-from medseg.io import read_dicom_seg, write_dicom_seg
 from medseg.image import Image, ImageSource
-from medseg.io import read_image
+from medseg.io import read_dicom_seg, read_image, write_dicom_seg
 
 NAMES = {1: "right lung", 2: "left lung", 3: "nodule"}
 SEG_CLASS = {"BINARY": "1.2.840.10008.5.1.4.1.1.66.4", "LABELMAP": "1.2.840.10008.5.1.4.1.1.66.7"}

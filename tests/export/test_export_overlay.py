@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from medseg.errors import ExportError, GeometryError
 from medseg.colours import label_colour, label_colours
+from medseg.errors import ExportError, GeometryError
 from medseg.export import overlay_png
 from medseg.image import Image
 from medseg.io import read_image

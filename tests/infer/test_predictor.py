@@ -213,9 +213,13 @@ def test_probabilities_are_not_kept_unless_asked_but_still_readable() -> None:
     assert lean.has_probabilities
 
 
-def test_streaming_keeps_numpy_memory_below_one_probability_volume() -> None:
+def test_streaming_keeps_numpy_memory_below_one_probability_volume(monkeypatch: pytest.MonkeyPatch) -> None:
     import tracemalloc
 
+    import medseg.infer.predictor as predictor_module
+
+    # the label statistics (scipy connected components, int32 per voxel) are not the Predictor's streaming
+    monkeypatch.setattr(predictor_module, "summarise_labels", lambda labels, names: {})
     image = _ct(z=48, y=256, x=256)
     p = Predictor(Smooth(), _ct_cfg("infer.chunk_slices=4", "infer.fill_holes=false"), device="cpu")
     p.predict(image)  # warm-up (imports, caches)

@@ -59,3 +59,15 @@ def test_ct_left_lung_is_on_the_patients_left() -> None:
     labels = Predictor.from_checkpoint(task="ct", device="cpu").predict(image).labels
     centres = {v: image.index_to_world(np.argwhere(labels.array == v).mean(0)[::-1])[0] for v in (1, 2)}
     assert centres[2] > centres[1] + 50  # LPS: +x is the patient's left
+
+
+def test_ct_whole_slice_inference_agrees_with_the_sliding_windows_it_replaced() -> None:
+    # issue #17: one forward per slice on the 1 mm grid instead of overlapping 256x256 windows
+    image = read_image(SAMPLES / "ct" / "LIDC-IDRI-0001")
+    fast = Predictor.from_checkpoint(task="ct", device="cpu")
+    assert fast.config.infer.window == "auto" and fast._whole((360, 360))
+    slow = Predictor.from_checkpoint(task="ct", device="cpu")
+    slow.config.infer.window = "sliding"
+    a, b = fast.predict(image).labels.array, slow.predict(image).labels.array
+    for v in (1, 2):
+        assert dice(a == v, b == v) > 0.98

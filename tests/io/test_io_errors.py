@@ -145,6 +145,32 @@ def _tilted(ctx) -> tuple[Path, str]:
     return s.folder, "sideways"
 
 
+def _nan_rescale(ctx) -> tuple[Path, str]:
+    """Issue #13: a NaN RescaleSlope used to give an all-NaN volume that `convert` wrote (exit 0)."""
+    s = ctx.make_series(ctx.tmp / "nan_slope", n=3, file_order="forward")
+    ds = pydicom.dcmread(s.files[1])
+    ds.RescaleSlope = "nan"
+    ds.save_as(s.files[1])
+    return s.folder, "RescaleSlope"
+
+
+def _empty_nifti(ctx) -> tuple[Path, str]:
+    """Issue #13: dim[1] = 0 used to read as a zero-size image."""
+    img = nib.Nifti1Image(np.zeros((4, 5, 3), np.int16), np.eye(4))
+    raw = bytearray(img.to_bytes())
+    raw[42:44] = (0).to_bytes(2, "little")
+    path = ctx.tmp / "empty.nii"
+    path.write_bytes(bytes(raw))
+    return path, "empty image"
+
+
+def _absurd_spacing_nifti(ctx) -> tuple[Path, str]:
+    """Issue #13: spacing outside 1e-3..1e4 mm used to be accepted."""
+    path = ctx.tmp / "spacing.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 3), np.int16), np.diag([1e-5, 1.0, 1.0, 1.0])), str(path))
+    return path, "spacing"
+
+
 def _label_not_integer(ctx) -> tuple[Path, str]:
     path = ctx.tmp / "soft.nii.gz"
     nib.save(nib.Nifti1Image(np.full((3, 3, 2), 0.5, np.float32), np.eye(4)), str(path))
@@ -172,6 +198,9 @@ CASES: dict[str, tuple[Callable, type[Exception]]] = {
     "mixed orientation": (_mixed_orientation, GeometryError),
     "non-uniform spacing": (_uneven, GeometryError),
     "gantry tilt": (_tilted, GeometryError),
+    "NaN RescaleSlope": (_nan_rescale, DicomInputError),
+    "zero-size NIfTI": (_empty_nifti, InputError),
+    "NIfTI spacing 1e-5 mm": (_absurd_spacing_nifti, GeometryError),
 }
 
 

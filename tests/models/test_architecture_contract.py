@@ -53,3 +53,18 @@ def test_unknown_architecture_names_the_key_and_the_closest_name() -> None:
     with pytest.raises(ConfigError, match="did you mean 'flexible_unet'") as e:
         build_model(load_config(None, ["model.architecture=flexible_unt", "model.encoder_weights=none"]).model)
     assert "model.architecture" in str(e.value)
+
+
+def test_a_save_killed_between_the_renames_still_loads(tmp_path: Path) -> None:
+    import os
+
+    cfg = load_config(None, ["model.encoder_weights=none"])
+    model = build_model(cfg.model).eval()
+    folder = save_checkpoint(tmp_path / "last", model, cfg)
+    # what _swap_into_place leaves when killed after its first rename: no 'last', a complete '.last.old-*'
+    os.rename(folder, tmp_path / ".last.old-deadbeef")
+    loaded = load_checkpoint(tmp_path / "last")
+    assert loaded.config.labels == cfg.labels
+    # the next save puts a real 'last' in place again
+    save_checkpoint(tmp_path / "last", model, cfg)
+    assert (tmp_path / "last" / "config.json").is_file()
