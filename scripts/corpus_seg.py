@@ -218,17 +218,24 @@ def _check_dcmqi(seg: Path, image: object, labels: np.ndarray, scratch: Path) ->
     meta = json.loads((out / "meta.json").read_text())
     got = np.zeros(labels.shape, dtype=np.uint8)
     values = sorted(np.unique(labels[labels > 0]).tolist())
-    for attributes in meta["segmentAttributes"]:
-        for segment in attributes:
+    # dcmqi writes one file per group of non-overlapping segments (<n>.nrrd; a LABELMAP is one
+    # group) with pixel value = labelID (the segment number); segments sorted by number are the
+    # label values in increasing order
+    ids = sorted(int(seg["labelID"]) for group in meta["segmentAttributes"] for seg in group)
+    value_of = dict(zip(ids, values, strict=False))
+    ref = sitk.Image(labels.shape[::-1], sitk.sitkUInt8)
+    ref.SetSpacing(image.spacing)  # type: ignore[attr-defined]
+    ref.SetOrigin(image.origin)  # type: ignore[attr-defined]
+    ref.SetDirection(image.direction.ravel().tolist())  # type: ignore[attr-defined]
+    for n, group in enumerate(meta["segmentAttributes"], start=1):
+        mask = sitk.ReadImage(str(out / f"{n}.nrrd"))
+        # dcmqi writes the grid of the frames it has; resample (nearest) onto the image grid
+        on = sitk.GetArrayFromImage(
+            sitk.Resample(mask, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
+        )
+        for segment in group:
             number = int(segment["labelID"])
-            mask = sitk.ReadImage(str(out / f"{number}.nrrd"))
-            # dcmqi writes each segment on the grid of the frames it has; resample onto the image
-            ref = sitk.Image(labels.shape[::-1], sitk.sitkUInt8)
-            ref.SetSpacing(image.spacing)  # type: ignore[attr-defined]
-            ref.SetOrigin(image.origin)  # type: ignore[attr-defined]
-            ref.SetDirection(image.direction.ravel().tolist())  # type: ignore[attr-defined]
-            on = sitk.Resample(mask, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-            got[sitk.GetArrayFromImage(on) > 0] = values[number - 1]
+            got[(on == number) if len(group) > 1 else (on > 0)] = value_of.get(number, 255)
     if not np.array_equal(got, labels):
         return f"FAIL: dcmqi values {sorted(np.unique(got).tolist())}, {int((got != labels).sum())} voxels differ"
     return "ok"

@@ -713,8 +713,12 @@ def _warm_up(corpus: dict[str, list[Path]], kinds: tuple[str, ...]) -> None:
     """Read every seed once in the parent: lazy imports and caches (pydicom pixel handlers,
     highdicom's SEG tables) are then paid once instead of in every forked worker."""
     import logging
+    import warnings
 
-    logging.disable(logging.WARNING)  # the inputs are broken on purpose; keep the output readable
+    # the inputs are broken on purpose: keep the output readable (library warnings, Rust panics)
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    os.environ["RUST_BACKTRACE"] = "0"
     for kind in kinds:
         for seed_path in corpus[kind]:
             read_one(kind, seed_path)

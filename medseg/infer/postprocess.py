@@ -82,6 +82,7 @@ def remove_subdiaphragmatic_gas(
     contrast: float = 0.6,
     gas: float = 0.6,
     base_level: float = 0.8,
+    below_other: bool = True,
 ) -> np.ndarray:
     """Cut gas below the diaphragm out of one lung mask of a frontal radiograph.
 
@@ -94,6 +95,7 @@ def remove_subdiaphragmatic_gas(
         gas: the same kind of fraction: pixels below the bright band darker than this are gas.
         base_level: only rows below this fraction of the other lung's height (from its apex) are
             searched: the diaphragm lies at the level of the lung bases.
+        below_other: cut only columns in which ``mask`` reaches below the other lung's lowest row.
 
     Returns the cleaned mask (bool). Per column, below ``base_level``: where the smoothed image
     inside ``mask`` turns bright (above the threshold for at least 0.5 % of the image height: the
@@ -128,6 +130,11 @@ def remove_subdiaphragmatic_gas(
     # darker mask pixels below the band (the band itself excluded): gas under the diaphragm
     below = dark & (row_idx >= first_bright[None, :] + run)
     gas_cols = below.sum(axis=0) >= run
+    if below_other:
+        # only columns where this lung reaches below the other lung's lowest row: a normal base
+        # ends near the other base (the left dome is typically 1-2 cm lower), gas pockets below it
+        bottom = np.where(mask, row_idx, -1).max(axis=0)
+        gas_cols &= bottom > o_rows[-1]
     out = mask.copy()
     cut = gas_cols[None, :] & (row_idx >= first_bright[None, :])
     out &= ~cut

@@ -148,6 +148,21 @@ class Prediction:
                 f"uncertainty={self.uncertainty!r}, seconds={self.seconds:.3f})")
 
 
+def _argmax_classes(probs: torch.Tensor) -> torch.Tensor:
+    """uint8 argmax over the class axis of ``(n, K, y, x)`` -> ``(n, y, x)`` (ties: the lower class).
+
+    Hand-written: torch's ``argmax`` over a short, strided class axis is ~5x slower on CPU than these
+    K - 1 elementwise comparisons (1.6 s vs 0.3 s for a 3-class 2000x2000 radiograph).
+    """
+    best = probs[:, 0].clone()
+    idx = torch.zeros(best.shape, dtype=torch.uint8, device=probs.device)
+    for c in range(1, probs.shape[1]):
+        better = probs[:, c] > best
+        idx.masked_fill_(better, c)
+        torch.maximum(best, probs[:, c], out=best)
+    return idx
+
+
 def _swap_left_right(probs: torch.Tensor, label_names: LabelMap | dict[int, str]) -> torch.Tensor:
     """Swap left/right channel pairs (a mirrored image turns the left lung into the right one)."""
     return probs[:, LabelMap.coerce(label_names).mirror_permutation(probs.shape[1])]
@@ -175,21 +190,27 @@ class _UncertaintyStats:
     def __post_init__(self) -> None:
         self.size_a, self.size_b, self.overlap = (np.zeros(self.k, np.int64) for _ in range(3))
 
-    def add(self, probs: torch.Tensor, flipped: torch.Tensor | None = None) -> None:
-        """``probs`` (and the flipped-back TTA ``flipped``): ``(n, K, y, x)`` float probabilities."""
+    def add(
+        self,
+        probs: torch.Tensor,
+        arg: torch.Tensor,
+        flipped: torch.Tensor | None = None,
+        arg_b: torch.Tensor | None = None,
+    ) -> None:
+        """``probs`` (and the flipped-back TTA ``flipped``): ``(n, K, y, x)`` probabilities; ``arg``,
+        ``arg_b``: their argmax ``(n, y, x)``."""
         p = probs.float()
-        ent = -torch.special.xlogy(p, p).sum(dim=1) / math.log(self.k)  # (n, y, x); 0 log 0 = 0
-        arg = p.argmax(dim=1)
+        ent = torch.special.xlogy(p, p).sum(dim=1)  # -entropy * log K, (n, y, x); 0 log 0 = 0
         fg = arg != 0
+        scale = -1.0 / math.log(self.k)
         self.voxels += ent.numel()
-        self.entropy += float(ent.sum(dtype=torch.float64))
+        self.entropy += scale * float(ent.sum(dtype=torch.float64))
         self.fg_voxels += int(fg.sum())
-        self.fg_entropy += float(ent[fg].sum(dtype=torch.float64))
-        if flipped is None:
+        self.fg_entropy += scale * float(ent[fg].sum(dtype=torch.float64))
+        if flipped is None or arg_b is None:
             return
         q = flipped.float()
-        arg_b = q.argmax(dim=1)
-        self.prob_diff += float((0.5 * (p - q).abs().sum(dim=1)).sum(dtype=torch.float64))
+        self.prob_diff += 0.5 * float((p - q).abs().sum(dtype=torch.float64))
         for c in range(1, self.k):
             a, b = arg == c, arg_b == c
             self.size_a[c] += int(a.sum())
@@ -431,17 +452,20 @@ class Predictor:
 
     def _restore(
         self, probs: torch.Tensor, flipped: torch.Tensor | None, size: tuple[int, int], stats: _UncertaintyStats
-    ) -> torch.Tensor:
-        """Probabilities on the network grid -> on the input grid ``(n, K, *size)``, stats added."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities on the network grid -> ``(n, K, *size)`` on the input grid and their uint8
+        argmax ``(n, *size)``; the uncertainty sums are added to ``stats``."""
         from medseg.data.preprocess import upsample_probabilities
 
         full = upsample_probabilities(probs, size)
+        arg = _argmax_classes(full)
         if flipped is None:
-            stats.add(full)
-            return full
+            stats.add(full, arg)
+            return full, arg
         full_flipped = upsample_probabilities(flipped, size)
-        stats.add(full, full_flipped)
-        return 0.5 * (full + full_flipped)
+        stats.add(full, arg, full_flipped, _argmax_classes(full_flipped))
+        full.add_(full_flipped).mul_(0.5)
+        return full, _argmax_classes(full)
 
     def _predict_radiograph(
         self, image: Image, keep: bool, hook: ProgressHook | None
@@ -451,8 +475,8 @@ class Predictor:
         prepared = prepare_inputs(image, self.config)
         probs, flipped = self._infer(prepared.tensor, self._whole(prepared.grid_shape))
         stats = _UncertaintyStats(probs.shape[1], flipped is not None)
-        full = self._restore(probs, flipped, (image.shape[0], image.shape[1]), stats)
-        raw = full[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
+        full, arg = self._restore(probs, flipped, (image.shape[0], image.shape[1]), stats)
+        raw = arg[0].cpu().numpy()
         kept = full[0].cpu().numpy().astype(np.float32, copy=False) if keep else None
         if hook is not None:
             hook(1, 1)
@@ -516,11 +540,11 @@ class Predictor:
         """Infer, restore and label slices ``z0:z1`` (inputs ``x``); returns the last quarter logged."""
         z_count = image.shape[0]
         probs, flipped = self._infer(x, whole)
-        full = self._restore(probs, flipped, size, stats)
-        raw[z0:z1] = full.argmax(dim=1).to(torch.uint8).cpu().numpy()
+        full, arg = self._restore(probs, flipped, size, stats)
+        raw[z0:z1] = arg.cpu().numpy()
         if kept is not None:
             kept[:, z0:z1] = full.transpose(0, 1).float().cpu().numpy()
-        del x, probs, flipped, full
+        del x, probs, flipped, full, arg
         if hook is not None:
             hook(z1, z_count)
         if z_count > self.config.infer.chunk_slices and 4 * z1 // z_count > quarter:

@@ -201,6 +201,7 @@ def _read_header(path: Path, *, strict: bool, specific_tags: list[str] | None = 
             )
             offset: int | None = src.tell()
             tag = src.read(4)
+            _detach(ds, path, src)
         except Exception as e:
             if not has_prefix and not strict:
                 return None
@@ -262,6 +263,19 @@ def _mapped(fp: Any) -> Any:
     return mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ)
 
 
+def _detach(ds: Dataset, path: Path, src: Any) -> None:
+    """Make ``ds`` (parsed from the memory map ``src``) look as if read from ``path``, and unmap.
+
+    pydicom keeps a parsed buffer in ``ds.buffer``; medseg never defers reading values, so the
+    map is closed at once instead of living as long as the header (one map per slice).
+    """
+    if isinstance(src, mmap.mmap) and getattr(ds, "buffer", None) is src:
+        ds.buffer = None
+        ds.filename = str(path)
+        ds.fileobj_type = open
+        src.close()
+
+
 def read_dataset(path: str | PathLike[str], *, force: bool = False) -> Dataset:
     """The whole dataset of the DICOM file ``path`` (pixel data included), memory bounded by its size.
 
@@ -271,7 +285,10 @@ def read_dataset(path: str | PathLike[str], *, force: bool = False) -> Dataset:
     p = Path(path)
     try:
         with open(p, "rb") as fp:
-            return pydicom.dcmread(_mapped(fp), force=force)
+            src = _mapped(fp)
+            ds = pydicom.dcmread(src, force=force)
+            _detach(ds, p, src)
+            return ds
     except OSError as e:
         if e.errno is not None:
             raise InputError(f"cannot open the file ({e.strerror})", path=p, hint="check permissions") from e

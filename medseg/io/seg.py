@@ -9,7 +9,10 @@ exactly on a slice of the label :class:`~medseg.image.Image` grid (``GeometryErr
 Reading (:func:`read_dicom_seg`) decodes a SEG written by any tool back to a label map on the
 grid of its source image, purely geometrically where the SEG has a frame of reference (so SEGs
 that do not cite source instances per frame still work) and by source instance otherwise
-(radiographs).
+(radiographs). Without a source, volumes come back index-aligned with ``read_image`` of the
+source series (same slice order and affine) and 2-D SEGs keep their pixel spacing. BINARY and
+LABELMAP SEGs (the two SEG SOP classes, ``medseg.io.dicom.SEG_SOP_CLASSES``) are read alike;
+big-endian SEGs are re-encoded in memory for highdicom.
 
 Choices, measured (see ``scripts/bench_seg.py`` and ``docs/benchmarks.md``):
 
@@ -130,15 +133,24 @@ def write_dicom_seg(
             across calls (cheapest in batch runs).
 
     Segment numbers: BINARY numbers the present labels 1..K in increasing label value (DICOM
-    requires consecutive numbers); LABELMAP keeps the label values as segment numbers. Labels
-    in ``label_names`` with no voxel are left out with a warning.
+    requires consecutive numbers); LABELMAP keeps the label values as segment numbers. Both
+    store each segment's label value in a private element (``_PRIVATE_GROUP``), so
+    :func:`read_dicom_seg` gives the same label values back for either type. Labels in
+    ``label_names`` with no voxel are left out with a warning.
+
+    Any source that :func:`medseg.io.read_image` reads is accepted where a SEG can refer to it:
+    header gaps are filled in copies of the source headers (empty/missing Specific Character
+    Set, Type 2 attributes, empty Slice Thickness, Patient Orientation and pixel spacing of 2-D
+    images, an unreadable Number Of Frames); see ``docs/interop.md``.
 
     Returns:
         ``path``.
 
     Raises:
-        ExportError: no DICOM source; unnamed label values; an all-empty mask; an impossible
-            option.
+        ExportError: no DICOM source; a source the SEG cannot refer to (no Study/Series/SOP
+            Instance UID; a volume without Frame Of Reference UID; a multi-frame IOD without
+            functional groups), naming the attribute; unnamed label values; an all-empty mask;
+            an impossible option. highdicom's own messages go to the log, not into the error.
         GeometryError: labels not on the source grid (shape, spacing, orientation or slice
             positions differ).
     """
@@ -811,7 +823,8 @@ def read_dicom_seg(
             reference) by the source SOP Instance UID. ``None``: the SEG's own grid (the range
             of its frames for volumes; one frame for a radiograph, 1 mm pixels if unknown).
         label_names: ``{label value: name}`` to map segments to label values by segment label
-            (case-insensitive), e.g. a project's label map. Default: value = segment number.
+            (case-insensitive), e.g. a project's label map. Default: the label values medseg
+            stored in the SEG (BINARY or LABELMAP), else value = segment number.
 
     FRACTIONAL segments are thresholded at 0.5. Where segments overlap, the later segment (in
     SEG order) wins and a warning is logged.
@@ -992,7 +1005,8 @@ def _masks_on_source(seg: hd.seg.Segmentation, numbers: list[int], source: Image
                 )
                 return volume.match_geometry(target).array.reshape(*source.shape, len(numbers))
             except Exception as err:  # highdicom raises several types for SEGs it cannot make a volume of
-                reason = f"the SEG frames are not on the source grid ({type(err).__name__}: {err})"
+                log.debug("%s: highdicom could not match the source grid: %s: %s", path, type(err).__name__, err)
+                reason = "the SEG frames are not on the source grid"
     uids = list(source.source.sop_instance_uids)
     referenced = {uid for _, _, uid in seg.get_source_image_uids()}
     if not (uids and single_frames and referenced.intersection(uids)):
@@ -1011,7 +1025,12 @@ def _masks_on_source(seg: hd.seg.Segmentation, numbers: list[int], source: Image
             rescale_fractional=True,
         )
     except Exception as err:  # as above: surface any highdicom failure as a geometry problem
-        raise GeometryError(f"cannot map the SEG frames to the source instances: {err}", path=path) from err
+        log.debug("%s: highdicom get_pixels_by_source_instance: %s: %s", path, type(err).__name__, err)
+        raise GeometryError(
+            "cannot map the SEG frames to the source instances they cite (other frame counts or sizes)",
+            path=path,
+            hint="give the image the SEG was made from",
+        ) from err
     if tuple(array.shape[1:3]) != tuple(source.shape[-2:]):
         raise GeometryError(
             f"the SEG frames are {tuple(array.shape[1:3])} but the source images are {tuple(source.shape[-2:])}",

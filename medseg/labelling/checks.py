@@ -195,21 +195,24 @@ def require_label_map(labels: Image, *, max_values: int = MAX_LABEL_VALUES) -> N
         return
     if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
         if not np.array_equal(arr, np.round(arr)):
-            raise InputError("this is an intensity image, not a label map (values are not whole numbers)",
+            raise InputError("not a label map: its values are not whole numbers; it looks like an intensity image",
                              path=path, hint=hint)
     lo = float(arr.min())
     if lo < 0:
         raise InputError(
-            f"this is an intensity image, not a label map (values {lo:.0f}..{float(arr.max()):.0f}; "
-            "labels are 0 or positive)",
+            f"not a label map: values {lo:.0f}..{float(arr.max()):.0f} (labels are 0 or positive); "
+            "it looks like an intensity image",
             path=path,
             hint=hint,
         )
     n = len(_present_values(arr) - {0})
+    if n > max_values and path is not None and str(path).lower().endswith((".jpg", ".jpeg")):
+        hint = ("if this is a mask saved as JPEG, its lossy edges hold many grey values: threshold it "
+                "and save it as PNG; else " + hint)
     if n > max_values:
         raise InputError(
-            f"this is an intensity image, not a label map ({n} distinct values, "
-            f"a label map has at most {max_values})",
+            f"not a label map: {n} distinct values (a label map has at most {max_values}); "
+            "it looks like an intensity image",
             path=path,
             hint=hint,
         )

@@ -250,3 +250,25 @@ def test_predict_writes_a_valid_seg_for_the_ge_ct(interop: Path, tmp_path: Path)
     ct = read_image(interop / "dcmqi/ct-3slice")
     back = read_dicom_seg(seg, ct)
     assert back.labels.same_geometry(ct) and np.any(back.labels.array > 0)
+
+
+@pytest.mark.parametrize(
+    ("charset", "name", "expected"),
+    [
+        ("", "JANCT000", None),  # present but empty (the GE CT): the default repertoire
+        (None, "JANCT000", None),
+        (None, "Müller^Anna", "ISO_IR 192"),  # no charset but text beyond ASCII: UTF-8
+        ("ISO_IR 100", "Müller^Anna", "ISO_IR 100"),
+        ("ISO IR 100", "Müller^Anna", "ISO_IR 100"),  # a common misspelling pydicom also accepts
+        (["", "ISO 2022 IR 87"], "Yamada", ["ISO 2022 IR 6", "ISO 2022 IR 87"]),
+        ("NOT A CHARSET", "Doe^John", "ISO_IR 192"),
+    ],
+)
+def test_specific_character_set_is_always_valid(charset: object, name: str, expected: object) -> None:
+    from medseg.io.seg import specific_character_set
+
+    ds = pydicom.Dataset()
+    if charset is not None:
+        ds.SpecificCharacterSet = charset
+    ds.PatientName = name
+    assert specific_character_set(ds) == expected

@@ -163,14 +163,30 @@ def test_every_seg_of_the_corpus_is_read(items: list[tuple[str, Path]]) -> None:
     assert not failures, failures
 
 
-@pytest.mark.parametrize("name", SEG_CHAIN)
-def test_seg_chain(name: str, items: list[tuple[str, Path]], tmp_path: Path) -> None:
+# ... and the LABELMAP type on a series, an enhanced multi-frame CT and a radiograph
+LABELMAP_CHAIN = [
+    "shared/dicom_seg_interop/dcmqi/ct-3slice/",
+    "pydicom-data/eCT_Supplemental.dcm",
+    "shared/dicom_seg_interop/highdicom/dx_image.dcm",
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "seg_type"), [(n, "BINARY") for n in SEG_CHAIN] + [(n, "LABELMAP") for n in LABELMAP_CHAIN]
+)
+def test_seg_chain(name: str, seg_type: str, items: list[tuple[str, Path]], tmp_path: Path) -> None:
     if shutil.which("dciodvfy") is None:
         pytest.skip("dciodvfy (dicom3tools) is not installed")
     path = dict(items)[name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        outcome = corpus.check_item(name, path, tmp_path, dcmqi=shutil.which("segimage2itkimage") is not None)
+        outcome = corpus.check_item(
+            name,
+            path,
+            tmp_path,
+            dcmqi=shutil.which("segimage2itkimage") is not None,
+            segmentation_type=seg_type,
+        )
     assert outcome.status == "image", outcome.reason
     assert outcome.seg_written, outcome.seg_refused
     assert not outcome.seg_errors, outcome.seg_errors

@@ -201,12 +201,13 @@ def test_intensity_images_are_refused_as_masks(shared_data: Path, ct: tuple[Imag
 
     _, image = ct
     as_labels = Image(image.array[40:44], image.affine, kind="label", source=image.source)
-    with pytest.raises(InputError, match=r"intensity image, not a label map \(values -1024\.\."):
+    with pytest.raises(InputError, match=r"not a label map: values -1024\.\."):
         qc(as_labels)
     xray = read_image(shared_data / "cxr_lung_covid19_gb" / "images" / "kjr-21-e25-g001-l-a.jpg", kind="label")
     with pytest.raises(InputError, match=r"\d+ distinct values") as err:
         require_label_map(xray)
     assert "kjr-21-e25-g001-l-a.jpg" in str(err.value) and "\n" not in str(err.value)
+    assert "save it as PNG" in str(err.value)  # a JPEG may be a lossy mask: the fix says what to do
     # a 0/255 mask or a many-structure map with few values is a label map (flagged, not refused)
     many = np.zeros((8, 8), np.uint8)
     many.flat[:60] = np.arange(1, 61)
