@@ -14,7 +14,8 @@ it times
 * ``e2e``: ``read_image`` -> ``Predictor.predict`` (shipped model, current defaults) -> labels written
   (NIfTI; for the radiograph label PNG + overlay PNG); the model load is reported apart;
 * ``sliding``: the same with the previous default grid (``infer.window=sliding``: overlapping
-  ``data.image_size`` windows at the training spacing, Gaussian blending) - the "before";
+  ``data.image_size`` windows at the training spacing, Gaussian blending) - the "before" (on LUNG1-003
+  only unless ``--sliding-all``);
 * ``plain``: the plain pass of the same network: one 256x256 forward per slice (the slice resized
   to 256x256), fp32, batch 8, channels_last, inputs prepared before the clock starts; and
   ``plain_grid``: one forward per slice on the grid ``e2e`` uses (when it is not 256x256);
@@ -27,7 +28,7 @@ and the validation Dice of the shipped CT model on LUNG1-003 against its RTSTRUC
 
 Usage::
 
-    nice -n 10 python scripts/bench_predict.py [--slices 300] [--skip-sliding-300] [--no-write]
+    nice -n 10 python scripts/bench_predict.py [--slices 300] [--sliding-all] [--no-write]
     python scripts/bench_predict.py --device cuda          # on a GPU machine: same script, unchanged
 
 Writes a ``## Prediction speed`` section into ``docs/benchmarks.md``.
@@ -243,7 +244,9 @@ def build_ct(out: Path, n_slices: int) -> Path:
     period = 2 * z - 2
     idx = [(k % period) if (k % period) < z else period - (k % period) for k in range(n_slices)]
     arr = np.ascontiguousarray(src.array[idx])
-    return write_image(src.with_array(arr), out / f"ct_{n_slices}.nii")
+    from medseg.image import Image
+
+    return write_image(Image(arr, src.affine, modality="CT"), out / f"ct_{n_slices}.nii")
 
 
 def run_one(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -290,8 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--slices", type=int, default=300)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--skip-sliding-300", action="store_true", help="no 'sliding' (before) run on the big CT")
-    ap.add_argument("--cases", default="big,LUNG1-002,LUNG1-003,cxr")
+    ap.add_argument("--sliding-all", action="store_true",
+                    help="the 'sliding' (before) run on every CT, not only LUNG1-003 (slow: ~10x e2e)")
+    ap.add_argument("--no-sliding", action="store_true", help="no 'sliding' (before) run at all")
+    ap.add_argument("--cases", default="big,LUNG1-003,LUNG1-002,cxr")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
@@ -319,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             if task == "ct":
                 kinds.append(("plain grid", {"kind": "plain_grid"}))
-            if task == "ct" and ("x" + str(args.slices) not in label or not args.skip_sliding_300):
+            if not args.no_sliding and (path.parent.name == "LUNG1-003" or args.sliding_all):
                 kinds.append(("sliding (before)", {"kind": "sliding", "dice": path.parent.name == "LUNG1-003"}))
             if path.parent.name == "LUNG1-003" or (task == "cxr"):
                 kinds.append(("plain 256 bf16", {"kind": "plain_bf16", "size": [256, 256], "precision":

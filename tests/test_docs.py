@@ -11,6 +11,8 @@
   every other block of its file, for undefined names (ruff F821) - a skipped block cannot rot
   into a ``NameError``.
 * Tracebacks name the Markdown file and its line numbers.
+* Shell blocks are not run (they need real studies, GPUs, SLURM), but every ``medseg ...`` command
+  in them must name an existing command and only options it has, so the docs follow renamed options.
 
 Written here rather than with pytest-markdown-docs / phmdoctest: those run each fence as its own
 test (or need a ``continuation`` fence option) and know no skip comment; markdown-it-py (a rich
@@ -181,3 +183,108 @@ def test_collector_reads_blocks_skips_and_rejects_stray_skip_comments(tmp_path: 
     doc.write_text("<!-- skip-test: -->\n```python\nx = 1\n```\n")
     with pytest.raises(AssertionError, match="without a reason"):
         doc_blocks(doc)
+
+
+SHELL_INFO = {"", "bash", "sh", "shell", "console"}
+
+
+def doc_shell_commands(path: Path) -> list[tuple[int, str]]:
+    """``(Markdown line, command)`` for every ``medseg ...`` command in the shell fences of ``path``.
+
+    Continuation lines (trailing ``\\``) are joined; ``$(...)`` substitutions, comments, and what
+    follows ``|``, ``&&``, ``||`` or ``;`` are separate commands.
+    """
+    tokens = MarkdownIt("commonmark").parse(path.read_text(encoding="utf-8"))
+    out: list[tuple[int, str]] = []
+    for tok in tokens:
+        if tok.type != "fence" or (tok.info.split() or [""])[0].lower() not in SHELL_INFO:
+            continue
+        assert tok.map is not None
+        joined: list[tuple[int, str]] = []
+        for i, raw in enumerate(tok.content.splitlines()):
+            line = raw.rstrip()
+            if joined and joined[-1][1].endswith("\\"):
+                joined[-1] = (joined[-1][0], joined[-1][1][:-1] + " " + line.strip())
+            else:
+                joined.append((tok.map[0] + 2 + i, line))
+        for lineno, line in joined:
+            line = re.sub(r"\$\([^)]*\)", " ", line)  # command substitutions are other commands
+            line = re.sub(r"(^|\s)#.*$", "", line)  # comments
+            for part in re.split(r"\|\||&&|[|;]", line):
+                part = part.strip()
+                if part.startswith("srun "):
+                    part = part[5:].strip()
+                if part.startswith("medseg ") or part == "medseg":
+                    out.append((lineno, part))
+    return out
+
+
+def _cli_options(words: list[str]) -> tuple[str, set[str]] | None:
+    """``(command path, its options)`` for ``words`` after ``medseg``; None when no command is named."""
+    import typer.main
+
+    from medseg.cli import app
+
+    cmd = typer.main.get_command(app)  # typer may vendor its own click: groups are told by .commands
+    name = "medseg"
+    rest = [w for w in words if not w.startswith("-")]
+    while hasattr(cmd, "commands") and rest:
+        sub = cmd.commands.get(rest[0])
+        if sub is None:
+            raise AssertionError(f"unknown command {name} {rest[0]!r}")
+        cmd, name, rest = sub, f"{name} {rest[0]}", rest[1:]
+    if hasattr(cmd, "commands"):
+        return None
+    opts = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)} | {"--help"}
+    return name, opts
+
+
+DOCS_WITH_SHELL = [p for p in DOC_FILES if doc_shell_commands(p)]
+
+
+@pytest.mark.parametrize("path", DOCS_WITH_SHELL, ids=_rel)
+def test_doc_shell_commands_use_existing_commands_and_options(path: Path) -> None:
+    """Every ``medseg`` command shown in a shell block names a real command and real options."""
+    problems = _shell_problems(path)
+    assert not problems, "\n".join(problems)
+
+
+def test_shell_check_finds_unknown_commands_and_options(tmp_path: Path) -> None:
+    doc = tmp_path / "x.md"
+    doc.write_text(
+        "```bash\nmedseg predict IN --out O \\\n    --bogus 1   # --comment\n"
+        "pip install . && medseg qc $(ls -d masks) --fail-on-flag | tee log\n"
+        "medseg al select --pool P --k 3\nmedseg frobnicate x\n```\n"
+    )
+    cmds = doc_shell_commands(doc)
+    assert [c for _, c in cmds] == [
+        "medseg predict IN --out O  --bogus 1", "medseg qc   --fail-on-flag", "medseg al select --pool P --k 3",
+        "medseg frobnicate x",
+    ]
+    assert [ln for ln, _ in cmds] == [2, 4, 5, 6]
+    assert _shell_problems(doc) == [
+        f"{doc}:2: `medseg predict` has no option --bogus", f"{doc}:6: unknown command medseg 'frobnicate'"
+    ]
+
+
+def _shell_problems(path: Path) -> list[str]:
+    problems = []
+    for lineno, command in doc_shell_commands(path):
+        words = [w.strip("[]") for w in command.split()[1:]]
+        try:
+            found = _cli_options(words)
+        except AssertionError as e:
+            problems.append(f"{_where(path)}:{lineno}: {e}")
+            continue
+        if found is None:
+            continue
+        name, opts = found
+        for w in words:
+            opt = w.split("=", 1)[0]
+            if re.fullmatch(r"--?[A-Za-z][\w-]*", opt) and opt not in opts:
+                problems.append(f"{_where(path)}:{lineno}: `{name}` has no option {opt}")
+    return problems
+
+
+def _where(path: Path) -> str:
+    return _rel(path) if path.is_relative_to(REPO) else str(path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -125,8 +126,6 @@ def export_prelabels(
 
 
 def _common_root(paths: Sequence[Path]) -> Path:
-    import os
-
     return Path(os.path.commonpath([str(p.resolve().parent) for p in paths]))
 
 
@@ -167,8 +166,8 @@ class _Finder:
         self._by_name: dict[str, list[Path]] | None = None
 
     def __call__(self, ref: str) -> Path | None:
-        direct = self.root / ref
-        if ref and direct.is_file():
+        direct = Path(os.path.normpath(self.root / ref))  # stays inside the folder (symlinks allowed)
+        if ref and direct.is_relative_to(os.path.normpath(self.root)) and direct.is_file():
             return direct
         if self._by_name is None:
             self._by_name = {}

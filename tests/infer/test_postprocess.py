@@ -77,3 +77,51 @@ def test_summary_units() -> None:
     assert s["right lung"]["components"] == 1 and s["left lung"]["voxels"] == 0
     png = Image(lab[0], np.eye(3), kind="label", modality="OT", source=ImageSource(None, "png"))
     assert summarise_labels(png, NAMES)["right lung"]["area_px"] == 25
+
+
+def _film_with_gastric_bubble(right_bottom: int = 150) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic PA film (bright soft tissue, dark lungs, a dark gas bubble under the left
+    hemidiaphragm) and a predicted label map whose left lung leaks through the diaphragm into it."""
+    img = np.full((200, 200), 200.0, np.float32)
+    img[30:right_bottom, 20:90] = 50.0  # right lung (image left)
+    img[30:150, 110:180] = 50.0  # left lung; rows 150-159 = diaphragm (tissue)
+    img[160:185, 130:170] = 60.0  # gastric bubble
+    lab = np.zeros(img.shape, np.uint8)
+    lab[30:right_bottom, 20:90] = 1
+    lab[30:185, 110:180] = 2  # leak: diaphragm and bubble labelled as left lung
+    return img, lab
+
+
+def test_gas_below_the_diaphragm_is_cut_from_a_radiograph() -> None:
+    arr, lab = _film_with_gastric_bubble()
+    img = Image(arr, np.eye(3), modality="CR")
+    out = postprocess_labels(lab, img, NAMES)
+    assert (out[160:185, 130:170] == 0).all()  # the bubble
+    assert (out[150:160, 130:170] == 0).all()  # the diaphragm above it
+    assert (out[30:150, 110:180] == 2).all() and (out[30:150, 20:90] == 1).all()  # the lungs stay
+    plain = postprocess_labels(lab, img, NAMES, anatomy=False)
+    assert (plain[160:185, 130:170] == 2).all()
+
+
+def test_dense_base_without_gas_below_is_kept() -> None:
+    arr, lab = _film_with_gastric_bubble()
+    arr[150:200, 110:180] = 200.0  # no bubble: white base (effusion / opacity) down to the mask's end
+    out = postprocess_labels(lab, Image(arr, np.eye(3), modality="CR"), NAMES)
+    assert (out == lab).all()
+
+
+def test_gas_rule_spares_a_base_level_with_the_other_lung() -> None:
+    arr, lab = _film_with_gastric_bubble(right_bottom=190)  # other lung reaches as low: not a leak
+    out = postprocess_labels(lab, Image(arr, np.eye(3), modality="CR"), NAMES)
+    assert (out == lab).all()
+
+
+def test_gas_rule_is_off_for_an_upside_down_film() -> None:
+    import pydicom
+
+    arr, lab = _film_with_gastric_bubble()
+    ds = pydicom.Dataset()
+    ds.PatientOrientation = ["L", "H"]  # rows run towards the head
+    img = Image(arr, np.eye(3), modality="CR", source=ImageSource(None, "dicom", (ds,)))
+    out = postprocess_labels(lab, img, NAMES)
+    assert (out[160:185, 130:170] == 2).all()

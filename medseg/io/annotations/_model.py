@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["Region", "AnnotatedImage", "ShapeMode"]
+from medseg.errors import ConfigError
+
+__all__ = ["Region", "AnnotatedImage", "ShapeMode", "require"]
+
+
+def require(module: str) -> ModuleType:
+    """Import ``module`` of the annotation-tool extras, or say how to install them (ConfigError)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError(f"annotation-tool formats need {module.split('.')[0]} ({e})", path=module,
+                          hint="pip install 'medseg[annotations]' (pycocotools, scikit-image, label-studio-sdk)") from e
 
 #: How an outline is written: ``"polygon"`` (editable vertices; holes are filled) or ``"mask"``
 #: (pixel-exact: COCO RLE, CVAT ``<mask>``, Label Studio brush RLE).

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from medseg.io.annotations._model import require
+
 __all__ = [
     "mask_to_polygons",
     "polygons_to_mask",
@@ -36,8 +38,7 @@ def mask_to_polygons(mask: np.ndarray, *, min_area: float = 1.0) -> list[np.ndar
     (:func:`skimage.measure.approximate_polygon` with tolerance 1e-6), so the outline stays exact.
     Polygons are open (the last vertex is not repeated).
     """
-    from skimage import measure
-
+    measure = require("skimage.measure")
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 2:
         raise ValueError(f"mask must be 2-D (y, x), got shape {m.shape}")
@@ -74,8 +75,7 @@ def polygons_to_mask(polygons: Sequence[np.ndarray | Sequence[float]], height: i
 
     Rasterised by pycocotools (the union of all polygons).
     """
-    from pycocotools import mask as mask_utils
-
+    mask_utils = require("pycocotools.mask")
     flat = []
     for p in polygons:
         a = np.asarray(p, dtype=np.float64).reshape(-1)
@@ -89,16 +89,14 @@ def polygons_to_mask(polygons: Sequence[np.ndarray | Sequence[float]], height: i
 
 def mask_to_coco_rle(mask: np.ndarray) -> dict[str, object]:
     """COCO compressed RLE ``{"size": [h, w], "counts": str}`` of a ``(y, x)`` mask (pycocotools)."""
-    from pycocotools import mask as mask_utils
-
+    mask_utils = require("pycocotools.mask")
     rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
 def coco_rle_to_mask(rle: dict[str, object], height: int, width: int) -> np.ndarray:
     """Decode a COCO RLE (compressed string or uncompressed list ``counts``) to a ``(h, w)`` bool mask."""
-    from pycocotools import mask as mask_utils
-
+    mask_utils = require("pycocotools.mask")
     counts = rle.get("counts")
     if isinstance(counts, list):
         obj = mask_utils.frPyObjects(rle, int(height), int(width))

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ExportError, InputError
-from medseg.io.annotations._model import AnnotatedImage, Region, ShapeMode
+from medseg.io.annotations._model import AnnotatedImage, Region, ShapeMode, require
 from medseg.io.annotations._shapes import mask_has_holes, mask_to_coco_rle, mask_to_polygons
 from medseg.utils import atomic_write_text
 
@@ -95,8 +95,7 @@ def read_coco(path: str | PathLike[str]) -> list[AnnotatedImage]:
     name as label, several annotations of one category on one image stay separate regions.
     Images appear in file order; images without annotations are kept (no regions).
     """
-    from pycocotools.coco import COCO
-
+    COCO = require("pycocotools.coco").COCO  # noqa: N806 (the class)
     p = Path(path)
     if not p.is_file():
         raise InputError("COCO file not found", path=p, hint="pass the instances JSON the tool exported")

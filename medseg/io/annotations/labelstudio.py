@@ -34,7 +34,7 @@ import numpy as np
 
 from medseg.colours import label_colour
 from medseg.errors import ExportError, InputError
-from medseg.io.annotations._model import AnnotatedImage, Region, ShapeMode
+from medseg.io.annotations._model import AnnotatedImage, Region, ShapeMode, require
 from medseg.io.annotations._shapes import mask_to_polygons, polygons_to_mask
 from medseg.utils import atomic_write_text
 
@@ -74,8 +74,7 @@ def labelstudio_config(labels: Sequence[str]) -> str:
 
 
 def _result(region: Region, img: AnnotatedImage, shape: ShapeMode, n: int) -> list[dict[str, Any]]:
-    from label_studio_sdk.converter.brush import mask2rle
-
+    mask2rle = require("label_studio_sdk.converter.brush").mask2rle
     mask = np.asarray(region.mask, dtype=bool)
     base = {"to_name": IMAGE_KEY, "original_width": int(img.width), "original_height": int(img.height),
             "image_rotation": 0}
@@ -160,8 +159,7 @@ def image_path_from_url(url: str) -> str:
 
 
 def _region(res: dict[str, Any], where: str) -> Region | None:
-    from label_studio_sdk.converter.brush import decode_rle
-
+    decode_rle = require("label_studio_sdk.converter.brush").decode_rle
     kind = res.get("type")
     value = res.get("value") or {}
     names = value.get(kind) if isinstance(kind, str) else None
