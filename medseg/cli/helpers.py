@@ -6,6 +6,7 @@ looks the same everywhere and behaves outside a terminal (no colour codes, no wr
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +19,8 @@ from medseg.errors import ConfigError
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["console", "err_console", "parse_shard", "parse_formats", "case_progress", "out_folder"]
+__all__ = ["console", "err_console", "parse_shard", "parse_formats", "parse_labels", "case_progress", "out_folder",
+           "agreement_table"]
 
 
 @cache
@@ -26,7 +28,8 @@ def console() -> Console:
     """The stdout console (soft wrap: long paths and UIDs stay whole for copying)."""
     from rich.console import Console
 
-    return Console(soft_wrap=True, highlight=False)
+    # pipes and logs get wide tables instead of rich's 80-column default, so nothing is cut
+    return Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 @cache
@@ -120,3 +123,34 @@ def out_folder(path: Path) -> Path:
         raise ConfigError("--out must be a folder, not a file name", path=path,
                           hint="give a folder; each case writes its files inside it")
     return path
+
+
+def parse_labels(text: str | None) -> dict[int, str] | None:
+    """``"1=right lung,2=left lung"`` -> ``{1: "right lung", 2: "left lung"}`` (None stays None)."""
+    if not text:
+        return None
+    out: dict[int, str] = {}
+    for part in text.split(","):
+        value, sep, name = part.partition("=")
+        if not sep or not value.strip().isdigit() or not name.strip():
+            raise ConfigError(f"bad --labels entry {part!r}", path="--labels", hint='write it as "1=right lung,2=left lung"')
+        out[int(value)] = name.strip()
+    return out
+
+
+def _num(v: float | None, digits: int = 3) -> str:
+    return "" if v is None or v != v else f"{v:.{digits}f}"
+
+
+def agreement_table(report: Any) -> Any:
+    """A rich table of a :class:`medseg.labelling.AgreementReport` (one row per structure and rater pair)."""
+    from rich.table import Table
+
+    table = Table("structure", "reference", "rater", "Dice", f"HD95 ({report.distance_unit})",
+                  f"size ref ({report.size_unit})", f"size rater ({report.size_unit})", "diff %")
+    size_digits = 0 if report.size_unit in ("px", "voxels") else 1
+    for r in report.rows:
+        ref, rater = ("pairwise mean", "") if r.comparison == "pairwise mean" else (r.reference, r.rater)
+        table.add_row(r.structure, ref, rater, _num(r.dice), _num(r.hd95, 2), _num(r.size_reference, size_digits),
+                      _num(r.size_rater, size_digits), _num(r.size_diff_pct, 1))
+    return table

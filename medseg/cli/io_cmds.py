@@ -18,17 +18,16 @@ def info_cli(
     ] = None,
 ) -> None:
     """Show modality, shape, spacing, orientation, intensity range and (DICOM folders) the series."""
-    from rich.console import Console
     from rich.markup import escape
 
+    from medseg.cli.helpers import console
     from medseg.io import image_info
 
     info = image_info(path, series_uid=series_uid)
-    console = Console(soft_wrap=True, highlight=False)  # soft_wrap: UIDs stay whole for copying
     for key, value in info.rows():
-        console.print(f"[bold]{key:<16}[/bold] {escape(value)}")
+        console().print(f"[bold]{key:<16}[/bold] {escape(value)}")
     if info.image is None:
-        console.print("several image series: pass --series-uid UID to describe one")
+        console().print("several image series: pass --series-uid UID to describe one")
 
 
 @app.command("convert")
@@ -39,8 +38,7 @@ def convert_cli(
     label: Annotated[bool, typer.Option("--label", help="Read and write an integer label image.")] = False,
 ) -> None:
     """Convert an image between formats (geometry kept in LPS)."""
-    from rich.console import Console
-
+    from medseg.cli.helpers import console
     from medseg.errors import ExportError
     from medseg.io import read_image, suffix_of, write_image
 
@@ -53,4 +51,4 @@ def convert_cli(
         )
     write_image(image, dst)
     spacing = ", ".join(f"{s:.4g}" for s in image.spacing)
-    Console().print(f"wrote {dst}: {image.kind} {image.shape}, spacing ({spacing}) mm, {image.orientation}")
+    console().print(f"wrote {dst}: {image.kind} {image.shape}, spacing ({spacing}) mm, {image.orientation}")

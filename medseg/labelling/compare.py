@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from medseg.errors import ExportError, GeometryError, InputError
+from medseg.errors import ConfigError, ExportError, GeometryError, InputError
 from medseg.image import Image
 from medseg.labelling.checks import require_label_map
 from medseg.metrics import per_label_metrics
@@ -147,16 +147,23 @@ def check_consensus_path(
     inputs: Sequence[str | PathLike[str]],
     *,
     source: Image | str | PathLike[str] | None = None,
+    n_masks: int | None = None,
 ) -> Path:
     """Validate a consensus output path before any work: a label-map suffix, not a folder, not an
     input, and for ``.dcm`` (DICOM-SEG) an annotated image ``source`` (a DICOM one: checked here
-    when ``source`` is an Image, else when writing).
+    when ``source`` is an Image, else when writing). ``n_masks``: how many masks will be compared
+    (a consensus needs 3 or more).
 
     Raises:
-        ExportError: naming ``path`` with the fix.
+        ConfigError / ExportError: naming ``path`` with the fix.
     """
     from medseg.io import check_label_map_path
 
+    if n_masks is not None and n_masks < 3:
+        raise ConfigError(
+            f"--consensus-out needs 3 or more masks, got {n_masks}", path="--consensus-out",
+            hint="a STAPLE / majority consensus of two raters is not defined here; pass a third mask",
+        )
     target = Path(path)
     if any(Path(x).resolve() == target.resolve() for x in inputs):
         raise ExportError("refusing to overwrite an input file", path=target, hint="choose another output path")
