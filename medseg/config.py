@@ -182,7 +182,7 @@ class InferConfig:
     window: Literal["auto", "whole", "sliding"] = "auto"
     max_whole_px: int = 1024 * 1024
     #: CT: axial slices prepared, inferred, restored and labelled together (bounds memory)
-    chunk_slices: int = 32
+    chunk_slices: int = 16
     #: ``"auto"``: fp32 on CPU (bf16 autocast measured slower on CPUs without AMX/avx512_bf16),
     #: fp16 autocast on CUDA; or ``"fp32"``, ``"bf16"``, ``"fp16"`` (autocast)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

@@ -1,7 +1,7 @@
 """A real (reduced) active-learning curve: adapt the shipped chest X-ray model to the V7 protocol.
 
-    python scripts/al_curve_v7.py [--data ../shared/data/cxr_lung_v7_covid] [--k 4] [--max-labels 40]
-        [--seeds 0 1 2 3 4] [--out runs/al_v7] [--plot docs/img/al_curve_v7.png]
+    python scripts/al_curve_v7.py [--data ../shared/data/cxr_lung_v7_covid] [--k 4] [--max-labels 32]
+        [--seeds 0 1 2 3 4] [--strategies uncertainty random] [--out runs/al_v7] [--plot docs/img/al_curve_v7.png]
 
 Pool and validation: the 122 images of ``cxr_lung_v7_covid`` split by patient (``split_seed`` 0,
 ``val_fraction`` 0.2, as the project's configs), the validation patients fixed, the training images
@@ -13,13 +13,15 @@ takes 15-20 s, so only the **segmentation head** (the last 3x3 convolution, 435 
 adapted; the network body is frozen and its output features (and those of the left-right flipped
 image, for flip TTA) are computed once per image and cached. Everything is on the model's 256 x 256
 input grid (Dice there, no post-processing). Every round restarts from the shipped head and trains
-it on all labelled images (Adam, lr 1e-2, 60 steps of up to 8 images, Dice + cross-entropy), so the
-rounds differ only in the labelled set. Strategies, k images per round:
+it on all labelled images (Adam, lr 1e-2, 40 steps of 8 random 128 x 128 windows of the labelled
+images, Dice + cross-entropy), so the rounds differ only in the labelled set. Strategies, k images
+per round:
 
 * ``uncertainty``: :func:`medseg.labelling.select_for_annotation` (diversity 0) on
   :func:`medseg.metrics.case_uncertainty` (foreground entropy + flip-TTA disagreement) of the
   round's model over the pool;
-* ``diverse``: the same with ``diversity=0.3`` over 16x16 foreground-probability thumbnails;
+* ``diverse`` (``--strategies uncertainty diverse random``): the same with ``diversity=0.3`` over
+  16x16 foreground-probability thumbnails;
 * ``random``: a seeded random draw.
 
 Reports mean validation Dice per labelled-set size with a 95 % t-interval over seeds, labels needed
@@ -49,7 +51,7 @@ from medseg.labelling import select_for_annotation
 from medseg.metrics import case_uncertainty
 from medseg.models.checkpoint import load_checkpoint
 
-STRATEGIES = ("uncertainty", "diverse", "random")
+STRATEGIES: tuple[str, ...] = ("uncertainty", "random")
 
 
 def _cache(data: Path, cache: Path) -> dict[str, np.ndarray]:
@@ -107,16 +109,25 @@ def _dice(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
-def _train(base: torch.nn.Conv2d, feats: np.ndarray, labels: np.ndarray, seed: int, steps: int = 60) -> torch.nn.Conv2d:
+def _train(base: torch.nn.Conv2d, feats: np.ndarray, labels: np.ndarray, seed: int, steps: int = 40,
+           crop: int = 128) -> torch.nn.Conv2d:
+    """Fine-tune a copy of ``base`` on random ``crop`` x ``crop`` windows of the labelled images.
+
+    The head is a 3x3 convolution, so windows train the same per-pixel map as whole images at a
+    quarter of the cost (the Dice term is then per batch of windows).
+    """
     head = torch.nn.Conv2d(16, 3, 3, padding=1)
     head.load_state_dict(base.state_dict())
     opt = torch.optim.Adam(head.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(seed)
-    n = len(feats)
+    g = np.random.default_rng(seed)
+    n, size = len(feats), feats.shape[-1]
     for _ in range(steps):
-        idx = torch.randperm(n, generator=g)[: min(8, n)].numpy()
-        x = torch.from_numpy(feats[idx]).float()
-        y = torch.from_numpy(labels[idx]).long()
+        idx = g.choice(n, size=min(8, n), replace=False)
+        ys, xs = g.integers(0, size - crop + 1, size=(2, len(idx)))
+        x = torch.from_numpy(np.stack([feats[i, :, y:y + crop, x_:x_ + crop] for i, y, x_ in zip(idx, ys, xs,
+                                                                                                strict=True)])).float()
+        y = torch.from_numpy(np.stack([labels[i, y:y + crop, x_:x_ + crop] for i, y, x_ in zip(idx, ys, xs,
+                                                                                              strict=True)])).long()
         logits = head(x)
         p = torch.softmax(logits, 1)
         onehot = F.one_hot(y, 3).permute(0, 3, 1, 2).float()
@@ -155,9 +166,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=here / ".." / "shared" / "data" / "cxr_lung_v7_covid")
     ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--max-labels", type=int, default=40)
+    ap.add_argument("--max-labels", type=int, default=32)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--target", type=float, default=0.95)
+    ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=["uncertainty", "diverse", "random"])
     ap.add_argument("--out", type=Path, default=Path("runs/al_v7"))
     ap.add_argument("--plot", type=Path, default=here / "docs" / "img" / "al_curve_v7.png")
     args = ap.parse_args()
@@ -169,10 +181,10 @@ def main() -> None:
     d0 = _dice(_probs(base, c["feats"][val]), c["labels"][val])
     print(f"pool {len(pool_all)}, val {len(val)}; shipped model on V7 val (256 grid): Dice {d0:.4f}", flush=True)
     sizes = list(range(args.k, args.max_labels + 1, args.k))
-    curves: dict[str, dict[int, list[float]]] = {s: {0: [], **{n: [] for n in sizes}} for s in STRATEGIES}
+    curves: dict[str, dict[int, list[float]]] = {s: {0: [], **{n: [] for n in sizes}} for s in args.strategies}
     t0 = time.time()
     for seed in args.seeds:
-        for strategy in STRATEGIES:
+        for strategy in args.strategies:
             rng = random.Random(seed)
             labelled: list[int] = []
             head: torch.nn.Module = base
@@ -202,17 +214,17 @@ def _reach(values_by_n: dict[int, list[float]], sizes: list[int], target: float,
 def _report(curves: dict[str, dict[int, list[float]]], sizes: list[int], target: float, n_seeds: int,
             n_pool: int, n_val: int) -> str:
     lines = [f"pool {n_pool} images, validation {n_val} images, {n_seeds} seeds; mean Dice ± 95 % t-interval", "",
-             "| labelled | " + " | ".join(STRATEGIES) + " |", "|---|" + "---|" * len(STRATEGIES)]
+             "| labelled | " + " | ".join(curves) + " |", "|---|" + "---|" * len(curves)]
     for n in sizes:
         cells = []
-        for s in STRATEGIES:
+        for s in curves:
             v = curves[s][n]
             half = _t95(len(v)) * statistics.stdev(v) / math.sqrt(len(v)) if len(v) > 1 else 0.0
             cells.append(f"{statistics.mean(v):.4f} ± {half:.4f}")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     lines += ["", f"labels needed to reach Dice {target} (per seed; inf = not reached):", ""]
     rng = np.random.default_rng(0)
-    for s in STRATEGIES:
+    for s in curves:
         per_seed = [_reach(curves[s], sizes, target, i) for i in range(n_seeds)]
         finite = [v for v in per_seed if math.isfinite(v)]
         if len(finite) == n_seeds:
@@ -231,7 +243,7 @@ def _plot(curves: dict[str, dict[int, list[float]]], sizes: list[int], target: f
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for s, colour in zip(STRATEGIES, ("tab:red", "tab:purple", "tab:blue"), strict=True):
+    for s, colour in zip(curves, ("tab:red", "tab:blue", "tab:purple"), strict=False):
         m = np.asarray([statistics.mean(curves[s][n]) for n in sizes])
         sd = np.asarray([statistics.stdev(curves[s][n]) if len(curves[s][n]) > 1 else 0.0 for n in sizes])
         half = sd * _t95(len(curves[s][sizes[0]])) / math.sqrt(len(curves[s][sizes[0]]))

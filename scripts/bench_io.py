@@ -173,6 +173,20 @@ def compressed_section(rows: list[dict], n_slices: int) -> str:
     )
 
 
+def write_compressed_doc(part: str) -> None:
+    """Replace (or add) the ``### Compressed series`` part at the end of the ``## I/O`` section."""
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    sub = re.compile(r"^\n?### Compressed series\n.*?(?=^## |^### |\Z)", re.S | re.M)
+    text = sub.sub("", text)
+    io = re.compile(r"^## I/O\n.*?(?=^## |\Z)", re.S | re.M)
+    m = io.search(text)
+    if m is None:
+        text = text.rstrip("\n") + "\n\n## I/O\n" + part
+    else:
+        text = text[: m.end()].rstrip("\n") + "\n" + part + "\n" + text[m.end():]
+    DOC.write_text(text.rstrip("\n") + "\n")
+
+
 def write_doc(section: str) -> None:
     DOC.parent.mkdir(parents=True, exist_ok=True)
     text = (
@@ -194,10 +208,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     ap.add_argument("--no-compressed", action="store_true", help="skip the JPEG-LS / JPEG 2000 / RLE series")
+    ap.add_argument("--compressed-only", action="store_true",
+                    help="only the compressed series; updates only the '### Compressed series' part")
     args = ap.parse_args(argv)
     if not LIDC.is_dir():
         print(f"real data not found: {LIDC}", file=sys.stderr)
         return 1
+    if args.compressed_only:
+        rows = bench_compressed(args.slices, max(3, args.repeats // 3))
+        model, cores = cpu_model()
+        print(f"machine: {model}, {cores} cores, load average {os.getloadavg()[0]:.1f}")
+        if not all(r["same"] for r in rows):
+            print("results differ: not writing docs", file=sys.stderr)
+            return 1
+        if not args.no_write:
+            write_compressed_doc(compressed_section(rows, args.slices)
+                                 + f"\nMachine: {model}, {cores} cores, 1-minute load average "
+                                 f"{os.getloadavg()[0]:.1f} when the run ended (shared machine).\n")
+            print(f"wrote the compressed part of the I/O section of {DOC}")
+        return 0
 
     import pydicom
     import SimpleITK as sitk

@@ -138,7 +138,7 @@ def _grid(predictor: Any, image: Any) -> str:
 
 
 def work_plain(path: Path, task: str, device: str, size: list[int] | None, precision: str,
-               channels_last: bool) -> dict[str, Any]:
+               channels_last: bool, limit: int = 0) -> dict[str, Any]:
     """One forward per slice of the shipped network; only the forwards (+ softmax/argmax) are timed.
 
     Inputs are prepared chunk by chunk outside the clock (CT: ``prepare_slab`` on the ``size`` grid, i.e.
@@ -170,8 +170,9 @@ def work_plain(path: Path, task: str, device: str, size: list[int] | None, preci
             cfg.data.image_size = list(grid)
             yield prepare_inputs(image, cfg).tensor
             return
-        for z0 in range(0, image.shape[0], 32):
-            yield prepare_slab(image, cfg, z0, min(image.shape[0], z0 + 32), grid=grid)
+        z_count = min(image.shape[0], limit) if limit else image.shape[0]
+        for z0 in range(0, z_count, 16):
+            yield prepare_slab(image, cfg, z0, min(z_count, z0 + 16), grid=grid)
 
     bs, dt, n = 8, 0.0, 0
     with torch.inference_mode():
@@ -223,7 +224,7 @@ def worker(args: argparse.Namespace) -> int:
             res = work_e2e(path, task, device, over, Path(tmp), spec.get("dice", False))
         elif kind.startswith("plain"):
             res = work_plain(path, task, device, spec.get("size"), spec.get("precision", "fp32"),
-                             spec.get("channels_last", True))
+                             spec.get("channels_last", True), spec.get("limit", 0))
         elif kind == "classic":
             res = work_classic(path)
         else:
@@ -296,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sliding-all", action="store_true",
                     help="the 'sliding' (before) run on every CT, not only LUNG1-003 (slow: ~10x e2e)")
     ap.add_argument("--no-sliding", action="store_true", help="no 'sliding' (before) run at all")
+    ap.add_argument("--all-variants", action="store_true",
+                    help="plain-grid / bf16 / contiguous passes on every case, not only LUNG1-003")
     ap.add_argument("--cases", default="big,LUNG1-003,LUNG1-002,cxr")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--no-write", action="store_true")
@@ -318,19 +321,21 @@ def main(argv: list[str] | None = None) -> int:
                 cases.append((f"CT {name} (512x512, 3 mm)", NSCLC / name / "ct.nii.gz", "ct"))
         for label, path, task in cases:
             base = {"path": str(path), "task": task, "device": dev}
+            val = path.parent.name == "LUNG1-003"
             kinds: list[tuple[str, dict[str, Any]]] = [
-                ("e2e", {"kind": "e2e", "dice": path.parent.name == "LUNG1-003"}),
+                ("e2e", {"kind": "e2e", "dice": val}),
                 ("plain 256", {"kind": "plain", "size": [256, 256]}),
             ]
-            if task == "ct":
+            if task == "ct" and (val or args.all_variants):
                 kinds.append(("plain grid", {"kind": "plain_grid"}))
             if not args.no_sliding and (path.parent.name == "LUNG1-003" or args.sliding_all):
                 kinds.append(("sliding (before)", {"kind": "sliding", "dice": path.parent.name == "LUNG1-003"}))
-            if path.parent.name == "LUNG1-003" or (task == "cxr"):
-                kinds.append(("plain 256 bf16", {"kind": "plain_bf16", "size": [256, 256], "precision":
-                                                 "fp16" if dev.startswith("cuda") else "bf16"}))
-                kinds.append(("plain 256 contiguous", {"kind": "plain_contiguous", "size": [256, 256],
-                                                       "channels_last": False}))
+            if val or args.all_variants:  # precision / memory format: the first 48 slices suffice
+                kinds.append(("plain 256 (48 slices)", {"kind": "plain", "size": [256, 256], "limit": 48}))
+                kinds.append(("plain 256 bf16 (48 slices)", {"kind": "plain_bf16", "size": [256, 256], "limit": 48,
+                                                             "precision": "fp16" if dev.startswith("cuda") else "bf16"}))
+                kinds.append(("plain 256 contiguous (48 slices)", {"kind": "plain_contiguous", "size": [256, 256],
+                                                                   "channels_last": False, "limit": 48}))
             if task == "ct":
                 kinds.append(("classic autolabel", {"kind": "classic"}))
             for name, extra in kinds:
@@ -358,11 +363,13 @@ def main(argv: list[str] | None = None) -> int:
                 line += f", / plain pass on its grid = **{rs['e2e']['seconds'] / rs['plain grid']['seconds']:.2f}**"
             if "sliding (before)" in rs:
                 line += f", before / now = **{rs['sliding (before)']['seconds'] / rs['e2e']['seconds']:.1f}x**"
-            if "plain 256 bf16" in rs:
-                line += f"; bf16 / fp32 plain = {rs['plain 256 bf16']['seconds'] / rs['plain 256']['seconds']:.2f}"
-            if "plain 256 contiguous" in rs:
+            ref = rs.get("plain 256 (48 slices)")
+            if ref and "plain 256 bf16 (48 slices)" in rs:
+                line += (f"; {'fp16' if dev.startswith('cuda') else 'bf16'} / fp32 plain = "
+                         f"{rs['plain 256 bf16 (48 slices)']['seconds'] / ref['seconds']:.2f}")
+            if ref and "plain 256 contiguous (48 slices)" in rs:
                 line += (f"; contiguous / channels_last = "
-                         f"{rs['plain 256 contiguous']['seconds'] / rs['plain 256']['seconds']:.2f}")
+                         f"{rs['plain 256 contiguous (48 slices)']['seconds'] / ref['seconds']:.2f}")
             ratios.append(line)
     text = "\n".join(table) + "\n\n" + "\n".join(ratios)
     env = (f"Machine: {machine(dev)}; device {dev}; load average {load_start:.1f} at the start, {load_end:.1f} "

@@ -316,7 +316,12 @@ def _set_attr(ds: Any, kw: str, value: Any, rng: random.Random) -> str:
         if isinstance(value, list):
             v: Any = [int(float(x)) if str(x).lstrip("-").replace(".", "").isdigit() else 1 for x in value]
         elif isinstance(value, int):
-            lo, hi = {"US": (0, 65535), "SS": (-32768, 32767), "UL": (0, 2**32 - 1), "SL": (-(2**31), 2**31 - 1)}[vr]
+            lo, hi = {
+                "US": (0, 65535),
+                "SS": (-32768, 32767),
+                "UL": (0, 2**32 - 1),
+                "SL": (-(2**31), 2**31 - 1),
+            }[vr]
             v = min(max(value, lo), hi)
         else:  # a string in a binary VR: write the raw bytes of a float/garbage
             from pydicom.dataelem import RawDataElement
@@ -440,7 +445,11 @@ def _mutate_seg(ds: Any, rng: random.Random) -> str:
         item = per_frame[k].get("PlanePositionSequence")
         if item:
             val = rng.choice(["1e12", "nan", "1e308", "-5000"])
-            item[0].ImagePositionPatient = [item[0].ImagePositionPatient[0], item[0].ImagePositionPatient[1], val]
+            item[0].ImagePositionPatient = [
+                item[0].ImagePositionPatient[0],
+                item[0].ImagePositionPatient[1],
+                val,
+            ]
             return f"SEG frame {k} z={val}"
     elif op == "del_per_frame" and per_frame:
         del per_frame[rng.randrange(len(per_frame))]
@@ -486,7 +495,9 @@ def mutate_series(src: Path, out: Path, rng: random.Random) -> tuple[Path, str]:
         (folder / "junk.bin").write_bytes(b"\x00" * size)
         return folder, f"zero-filled junk file of {size >> 20} MiB"
     if r < 0.2:
-        kw = rng.choice(["ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "Rows", "RescaleSlope"])
+        kw = rng.choice(
+            ["ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "Rows", "RescaleSlope"]
+        )
         value = rng.choice(["DELETE", "nan", "1e308", "0", "SINGLE", "MULTI"])
         for f in files:
             ds = pydicom.dcmread(f)
@@ -688,7 +699,16 @@ def _vm_bytes() -> int:
     return 0
 
 
-def _child(kind: str, index: int, seed: int, corpus: dict[str, list[Path]], work: Path, mem: int, time_s: int, wfd: int) -> None:
+def _child(
+    kind: str,
+    index: int,
+    seed: int,
+    corpus: dict[str, list[Path]],
+    work: Path,
+    mem: int,
+    time_s: int,
+    wfd: int,
+) -> None:
     """Body of a forked worker: build input ``index``, read it, write the outcome to ``wfd``."""
     try:
         resource.setrlimit(resource.RLIMIT_AS, (_vm_bytes() + mem, resource.RLIM_INFINITY))
@@ -783,9 +803,17 @@ def run_campaign(
                 result = {"outcome": "timeout", "detail": f"over {time_s} s"}
             else:
                 sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-                result = {"outcome": "killed", "detail": f"signal {sig}" if sig else f"exit {os.waitstatus_to_exitcode(status)}"}
+                result = {
+                    "outcome": "killed",
+                    "detail": f"signal {sig}" if sig else f"exit {os.waitstatus_to_exitcode(status)}",
+                }
             peak = max(0, usage.ru_maxrss - base) / 1024
-            result.update(kind=kind, index=index, peak_mib=round(peak, 1), wall_ms=round((time.perf_counter() - t0) * 1000, 1))
+            result.update(
+                kind=kind,
+                index=index,
+                peak_mib=round(peak, 1),
+                wall_ms=round((time.perf_counter() - t0) * 1000, 1),
+            )
             if peak > peak_mib and result["outcome"] in ("ok", "refused"):
                 result["outcome"], result["detail"] = "memory", f"peak {peak:.0f} MiB over the parent"
             results.append(result)
@@ -828,7 +856,9 @@ def summarise(results: list[dict[str, Any]]) -> str:
         lines += ["", "Distinct failures (outcome, cause, count, reproducer):", ""]
         for (outcome, detail), rs in sorted(failures.items(), key=lambda kv: -len(kv[1])):
             r = rs[0]
-            lines.append(f"- {outcome}: {detail} x{len(rs)} (--replay {r['kind']}:{r['index']}: {r.get('input', '')})")
+            lines.append(
+                f"- {outcome}: {detail} x{len(rs)} (--replay {r['kind']}:{r['index']}: {r.get('input', '')})"
+            )
     return "\n".join(lines)
 
 
@@ -838,7 +868,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     ap.add_argument("--mem-mib", type=int, default=6144, help="address-space cap per worker above the parent")
-    ap.add_argument("--peak-mib", type=int, default=1024, help="peak RSS (above the parent) counted as a failure")
+    ap.add_argument(
+        "--peak-mib", type=int, default=1024, help="peak RSS (above the parent) counted as a failure"
+    )
     ap.add_argument("--time-s", type=int, default=20, help="time limit per input")
     ap.add_argument("--max-seconds", type=float, help="start no new input after this many seconds")
     ap.add_argument("--kinds", default=",".join(KINDS))
@@ -893,8 +925,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"elapsed_s": elapsed, "seed": args.seed, "results": results}) + "\n")
     print(summarise(results))
-    print(f"\n{len(results)} inputs in {elapsed:.0f} s (seed {args.seed}, {args.workers} workers, "
-          f"{args.mem_mib} MiB cap, {args.time_s} s limit)")
+    print(
+        f"\n{len(results)} inputs in {elapsed:.0f} s (seed {args.seed}, {args.workers} workers, "
+        f"{args.mem_mib} MiB cap, {args.time_s} s limit)"
+    )
     return 1 if any(r["outcome"] in FAILURES for r in results) else 0
 
 

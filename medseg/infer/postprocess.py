@@ -83,6 +83,7 @@ def remove_subdiaphragmatic_gas(
     gas: float = 0.6,
     base_level: float = 0.8,
     below_other: bool = True,
+    margin: float = 0.05,
 ) -> np.ndarray:
     """Cut gas below the diaphragm out of one lung mask of a frontal radiograph.
 
@@ -95,7 +96,9 @@ def remove_subdiaphragmatic_gas(
         gas: the same kind of fraction: pixels below the bright band darker than this are gas.
         base_level: only rows below this fraction of the other lung's height (from its apex) are
             searched: the diaphragm lies at the level of the lung bases.
-        below_other: cut only columns in which ``mask`` reaches below the other lung's lowest row.
+        below_other: cut only columns in which ``mask`` reaches below the other lung's lowest row
+            by more than ``margin`` times the other lung's height (the left dome normally lies
+            1-2 cm, about 5 % of the lung height, below the right one).
 
     Returns the cleaned mask (bool). Per column, below ``base_level``: where the smoothed image
     inside ``mask`` turns bright (above the threshold for at least 0.5 % of the image height: the
@@ -131,10 +134,10 @@ def remove_subdiaphragmatic_gas(
     below = dark & (row_idx >= first_bright[None, :] + run)
     gas_cols = below.sum(axis=0) >= run
     if below_other:
-        # only columns where this lung reaches below the other lung's lowest row: a normal base
-        # ends near the other base (the left dome is typically 1-2 cm lower), gas pockets below it
+        # only columns where this lung reaches clearly below the other lung's lowest row: a normal
+        # base ends near the other base, gas pockets below it
         bottom = np.where(mask, row_idx, -1).max(axis=0)
-        gas_cols &= bottom > o_rows[-1]
+        gas_cols &= bottom > o_rows[-1] + margin * (o_rows[-1] - o_rows[0])
     out = mask.copy()
     cut = gas_cols[None, :] & (row_idx >= first_bright[None, :])
     out &= ~cut

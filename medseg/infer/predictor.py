@@ -15,7 +15,7 @@ training validates with) and costs little more than one network pass per slice:
   accumulate the uncertainty summary. Full-resolution float32 probabilities of every class for the
   whole volume exist only when asked for (``predict(image, return_probabilities=True)``); memory
   does not grow with the number of slices beyond the uint8 label map.
-* **Precision** (``infer.precision="auto"``): fp32 on CPU (bf16 autocast was measured 2-4x slower
+* **Precision** (``infer.precision="auto"``): fp32 on CPU (bf16 autocast was measured ~2x slower
   on CPUs without AMX/avx512_bf16; see docs/benchmarks.md), fp16 autocast on CUDA; channels_last
   memory format; ``torch.inference_mode``; optional ``torch.compile`` (``infer.compile``).
 * Optional left-right flip test-time augmentation, then post-processing of the labels
@@ -369,11 +369,19 @@ class Predictor:
         if ph or pw:
             top, left = ph // 2, pw // 2
             x = torch.nn.functional.pad(x, (left, pw - left, top, ph - top), mode="replicate")
-        outs = [self._softmax_net(x[s : s + self.batch_size]) for s in range(0, x.shape[0], self.batch_size)]
+        bs = self._whole_batch((h + ph, w + pw))
+        outs = [self._softmax_net(x[s : s + bs]) for s in range(0, x.shape[0], bs)]
         probs = torch.cat(outs)
         if ph or pw:
             probs = probs[..., top : top + h, left : left + w]
         return probs
+
+    def _whole_batch(self, padded: tuple[int, int]) -> int:
+        """Inputs per forward for whole-slice windows: ``batch_size`` windows of ``data.image_size``
+        worth of pixels (a 512x512 slice counts as four 256x256 windows), so activation memory stays
+        what ``batch_size`` means for the sliding windows."""
+        window = int(self.config.data.image_size[0]) * int(self.config.data.image_size[1])
+        return max(1, (self.batch_size * window) // (padded[0] * padded[1]))
 
     def _forward_sliding(self, x: torch.Tensor) -> torch.Tensor:
         from monai.inferers import SlidingWindowInferer

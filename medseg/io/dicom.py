@@ -28,6 +28,16 @@ Radiographs (CR, DX, MG, secondary capture, ... single frame, greyscale):
   else ImagerPixelSpacing (detector plane, not corrected for magnification), else
   NominalScannedPixelSpacing; which one is recorded in ``source.spacing_tag``; with none, 1 mm is
   assumed and ``spacing_tag`` is ``None``. No patient orientation is assumed beyond that.
+
+Validation (issue #13): every header attribute a reader uses is checked before it is used and
+before pixel memory is allocated (:func:`_check_header`, :func:`check_seg_dataset` for SEGs): sizes
+present, single-valued, whole and in range, the pixel payload within 2**31 voxels and within the
+bytes the file holds, spacing/position/orientation/rescale/window/LUT values finite and plausible
+(limits in :mod:`medseg.io._common`), CT/MR/PET slices with both ImagePositionPatient and
+ImageOrientationPatient. Files are parsed from a memory map (a corrupt 4 GB element length cannot
+allocate 4 GB), and a file without ``DICM`` that does not start with a DICOM element is not handed
+to pydicom (a zero-filled file would take ~1 s per MiB). Anything else is a one-line
+:class:`DicomInputError` naming the file and the attribute.
 """
 
 from __future__ import annotations
@@ -269,11 +279,13 @@ def _detach(ds: Dataset, path: Path, src: Any) -> None:
     pydicom keeps a parsed buffer in ``ds.buffer``; medseg never defers reading values, so the
     map is closed at once instead of living as long as the header (one map per slice).
     """
-    if isinstance(src, mmap.mmap) and getattr(ds, "buffer", None) is src:
+    if not isinstance(src, mmap.mmap):
+        return
+    if getattr(ds, "buffer", None) is not None:
         ds.buffer = None
         ds.filename = str(path)
         ds.fileobj_type = open
-        src.close()
+    src.close()
 
 
 def read_dataset(path: str | PathLike[str], *, force: bool = False) -> Dataset:
@@ -591,6 +603,19 @@ def check_seg_dataset(ds: Dataset, where: Path) -> None:
             path=where,
             hint=_CORRUPT_HINT,
         )
+    labelmap_class = str(_value(ds, "SOPClassUID", where) or "") == SEG_SOP_CLASSES[1]
+    if labelmap_class != (seg_type == "LABELMAP"):
+        raise DicomInputError(
+            f"SegmentationType {seg_type} does not match the SOP class {_value(ds, 'SOPClassUID', where)} "
+            "(LABELMAP goes with Label Map Segmentation Storage, and only it)",
+            path=where,
+            hint=_CORRUPT_HINT,
+        )
+    photometric = str(_value(ds, "PhotometricInterpretation", where) or "")
+    if photometric not in (("MONOCHROME2", "PALETTE COLOR") if seg_type == "LABELMAP" else ("MONOCHROME2",)):
+        raise DicomInputError(
+            f"PhotometricInterpretation {photometric!r} is not allowed in a {seg_type} SEG", path=where, hint=_CORRUPT_HINT
+        )
     try:  # pydicom decodes values (and sequence items) lazily: decode every element now, once
         ds.walk(lambda _ds, _elem: None)
     except Exception as e:  # noqa: BLE001 - pydicom raises many types for a corrupt value
@@ -628,6 +653,17 @@ def check_seg_dataset(ds: Dataset, where: Path) -> None:
                 path=where,
                 hint="the file is truncated; copy it again",
             )
+        if seg_type == "LABELMAP":  # every stored value must name a segment (or be 0)
+            numbers = {int(item.SegmentNumber) for item in segments}
+            values = np.frombuffer(pixels, dtype="<u1" if bits == 8 else "<u2", count=rows * cols * frames)
+            stored = {int(v) for v in np.flatnonzero(np.bincount(values))} - {0}
+            if not stored <= numbers:
+                raise DicomInputError(
+                    f"the label map holds values {sorted(stored - numbers)[:8]} that are no SegmentNumber "
+                    f"({sorted(numbers)[:8]})",
+                    path=where,
+                    hint=_CORRUPT_HINT,
+                )
     shared = (_value(ds, "SharedFunctionalGroupsSequence", where) or [None])[0]
     spacing = None
     iop = None
@@ -665,7 +701,14 @@ def check_seg_dataset(ds: Dataset, where: Path) -> None:
             positions.append(pos)
     if iop is not None and len(positions) > 1:
         normal = np.cross(iop[:3], iop[3:])
-        dist = np.unique(np.round(np.array(positions) @ normal, 6))
+        dist = np.unique(np.round(np.array(positions) @ normal, 5))
+        if dist.size > 1 and float(np.diff(dist).min()) < SPACING_RANGE_MM[0]:
+            raise DicomInputError(
+                f"two frame positions are {float(np.diff(dist).min()):.2g} mm apart along the slice normal, "
+                f"less than {SPACING_RANGE_MM[0]:g} mm",
+                path=where,
+                hint="the ImagePositionPatient of the frames is corrupt",
+            )
         step = spacing or (float(np.diff(dist).min()) if dist.size > 1 else 1.0)
         slices = (float(dist[-1] - dist[0]) / max(step, 1e-6)) + 1 if dist.size > 1 else 1
         voxels = slices * rows * cols * len(segments)

@@ -905,7 +905,7 @@ def _load_seg(path: Path) -> tuple[hd.seg.Segmentation, Any]:
             del shared[0].PixelMeasuresSequence
     try:
         return hd.seg.Segmentation.from_dataset(ds, copy=False), pixel_spacing
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as err:
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, RuntimeError) as err:
         log.debug("%s: highdicom cannot parse the SEG: %s: %s", path, type(err).__name__, err)
         raise DicomInputError(
             f"the SEG's headers are incomplete or inconsistent ({type(err).__name__} in highdicom)",

@@ -223,14 +223,27 @@ def _seg_with(interop: Path, tmp_path: Path, change, name: str = "seg_image_ct_b
         (lambda ds: setattr(ds, "Columns", 0), "Columns"),
         (
             lambda ds: setattr(
-                ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0], "SpacingBetweenSlices", "0.0002"
+                ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0],
+                "SpacingBetweenSlices",
+                "0.0002",
             ),
             "SpacingBetweenSlices",
         ),
         (lambda ds: setattr(ds, "SegmentationType", "NONSENSE"), "SegmentationType"),
         (lambda ds: delattr(ds, "PixelRepresentation"), "PixelRepresentation"),
+        (lambda ds: delattr(ds, "PhotometricInterpretation"), "PhotometricInterpretation"),
+        (lambda ds: setattr(ds, "SegmentationType", "FRACTIONAL"), "BitsAllocated"),
     ],
-    ids=["no DimensionIndexSequence", "empty SegmentSequence", "Columns 0", "spacing 0.0002", "bad type", "no PixelRepresentation"],
+    ids=[
+        "no DimensionIndexSequence",
+        "empty SegmentSequence",
+        "Columns 0",
+        "spacing 0.0002",
+        "bad type",
+        "no PixelRepresentation",
+        "no PhotometricInterpretation",
+        "type does not fit the bits",
+    ],
 )
 def test_seg_checked_before_highdicom(interop: Path, tmp_path: Path, change, expected: str) -> None:
     assert expected in _one_line_error(_seg_with(interop, tmp_path, change), DicomInputError, seg=True)
@@ -249,6 +262,30 @@ def test_seg_slices_too_close_for_memory(interop: Path, tmp_path: Path) -> None:
     assert "slices" in _one_line_error(path, DicomInputError, seg=True)
 
 
+def test_seg_labelmap_type_in_a_binary_seg_class(interop: Path, tmp_path: Path) -> None:
+    """A FRACTIONAL SEG relabelled LABELMAP: highdicom indexed its segment table with 128 and 255."""
+
+    def change(ds: pydicom.Dataset) -> None:
+        ds.SegmentationType = "LABELMAP"
+
+    path = _seg_with(interop, tmp_path, change, "seg_image_ct_true_fractional.dcm")
+    assert "SOP class" in _one_line_error(path, DicomInputError, seg=True)
+
+
+def test_seg_frames_a_tenth_of_a_micrometre_apart(interop: Path, tmp_path: Path) -> None:
+    """Fuzzer timeout: one frame moved by 0.0001 mm made highdicom build a 2-million-slice volume."""
+
+    def change(ds: pydicom.Dataset) -> None:
+        plane = ds.PerFrameFunctionalGroupsSequence[-1].PlanePositionSequence[0]
+        x, y, z = (float(v) for v in plane.ImagePositionPatient)
+        plane.ImagePositionPatient = [x, y, z - 0.0001]
+
+    path = _seg_with(interop, tmp_path, change, "seg_image_ct_binary_overlap.dcm")
+    t0 = time.perf_counter()
+    assert "apart" in _one_line_error(path, DicomInputError, seg=True)
+    assert time.perf_counter() - t0 < 5
+
+
 def test_truncated_seg(interop: Path, tmp_path: Path) -> None:
     data = (interop / "highdicom" / "seg_image_ct_binary.dcm").read_bytes()
     for cut in (200, len(data) // 2, len(data) - 10):
@@ -261,7 +298,9 @@ def test_truncated_seg(interop: Path, tmp_path: Path) -> None:
 # NIfTI
 # ---------------------------------------------------------------------------------------------
 def _nifti_bytes(shape=(6, 5, 4), dtype=np.int16) -> bytearray:
-    img = nib.Nifti1Image(np.arange(np.prod(shape), dtype=dtype).reshape(shape), np.diag([0.8, 0.8, 2.0, 1.0]))
+    img = nib.Nifti1Image(
+        np.arange(np.prod(shape), dtype=dtype).reshape(shape), np.diag([0.8, 0.8, 2.0, 1.0])
+    )
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
     return bytearray(img.to_bytes())
