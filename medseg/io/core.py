@@ -177,6 +177,9 @@ def write_image(image: Image, path: PathArg, *, compress: bool | None = None) ->
         )
     if target.is_dir():
         raise ExportError("the output path is a folder", path=target, hint="give a file name")
+    if suffix == ".png" and image.ndim != 2:  # say it about the user's file, before any temporary file exists
+        raise ExportError(f"a PNG holds one 2-D picture, this image is {image.ndim}-D {image.shape}", path=target,
+                          hint="write a volume as .nii.gz, .nii, .mha or .nrrd")
     if compress is None:
         compress = image.kind == "label"
     with atomic_path(target, protect=protect) as tmp:

@@ -470,6 +470,9 @@ def _spacing_attr(ds: Dataset, keyword: str, where: Path) -> np.ndarray | None:
             hint=_CORRUPT_HINT,
         )
     arr = np.array([_one_number(v, keyword, where) for v in items])
+    if np.all(arr == 0.0):  # "0\\0" is written by some modalities for "not calibrated": treat as absent
+        log.info("%s: %s is 0 (not calibrated); treated as missing", where, keyword)
+        return None
     lo, hi = SPACING_RANGE_MM
     if not np.all((arr >= lo) & (arr <= hi)):
         raise DicomInputError(

@@ -119,3 +119,20 @@ def test_radiograph_as_label_keeps_stored_values(shared_data: Path) -> None:
     img = read_image(path, kind="label")
     assert img.kind == "label" and img.array.dtype == np.uint8
     np.testing.assert_array_equal(img.array, pydicom.dcmread(path).pixel_array)
+
+
+def test_zero_pixel_spacing_means_not_calibrated(tmp_path: Path) -> None:
+    """pydicom-data's RG1_* radiographs write PixelSpacing 0\\0: read as 'spacing unknown', not refused."""
+    import pydicom
+
+    from medseg.io import read_image
+
+    src = Path(__file__).resolve().parents[2] / "sample_data" / "cxr" / "siim_cr_chest_pa.dcm"
+    ds = pydicom.dcmread(src)
+    ds.PixelSpacing = ["0.000", "0.000"]
+    for kw in ("ImagerPixelSpacing", "NominalScannedPixelSpacing"):
+        if kw in ds:
+            delattr(ds, kw)
+    ds.save_as(tmp_path / "zero.dcm")
+    image = read_image(tmp_path / "zero.dcm")
+    assert not image.spacing_known and image.source.spacing_tag is None
