@@ -113,8 +113,8 @@ COMPRESSED = {
 
 
 def bench_compressed(n_slices: int, repeats: int) -> list[dict]:
-    """Each compressed series: medseg (fastest installed plugin, parallel processes) vs SimpleITK."""
-    from medseg.io.decode import PARALLEL_MIN_FILES, _workers, decoding_plugin
+    """Each compressed series: medseg (fastest installed plugin, reader threads) vs SimpleITK."""
+    from medseg.io.decode import decoding_plugin
 
     rows = []
     for name, uid in COMPRESSED.items():
@@ -126,7 +126,7 @@ def bench_compressed(n_slices: int, repeats: int) -> list[dict]:
             print(f"built {name} series ({size_mb:.0f} MB) in {time.perf_counter() - t:.1f} s")
             for p in folder.iterdir():
                 p.read_bytes()
-            time_medseg(folder)  # warm-up: starts the decoding processes once, as a batch would
+            time_medseg(folder)  # warm-up (imports, decoder libraries)
             ours, theirs = [], []
             for _ in range(repeats):
                 dt, img = time_medseg(folder)
@@ -134,26 +134,24 @@ def bench_compressed(n_slices: int, repeats: int) -> list[dict]:
                 dt, _, simg, sarr = time_sitk(folder)
                 theirs.append(dt)
             same = bool(np.array_equal(img.array, sarr))
-            # before: pydicom's default plugin, threads only (what read_image did before medseg.io.decode)
+            # before: pydicom's own plugin choice (what read_image did before medseg.io.decode)
             from medseg.io import decode
 
-            saved = (dict(decode._plugin_cache), decode.PARALLEL_MIN_FILES)
-            decode._plugin_cache[uid], decode.PARALLEL_MIN_FILES = "", 10**9
+            saved = dict(decode._plugin_cache)
+            decode._plugin_cache[uid] = ""
             try:
                 before = statistics.median(time_medseg(folder)[0] for _ in range(max(1, repeats // 2)))
             finally:
                 decode._plugin_cache.clear()
-                decode._plugin_cache.update(saved[0])
-                decode.PARALLEL_MIN_FILES = saved[1]
+                decode._plugin_cache.update(saved)
         m_ours, m_sitk = statistics.median(ours), statistics.median(theirs)
         plugin = decoding_plugin(uid) or "pydicom default"
-        parallel = f"{_workers()} processes" if n_slices >= PARALLEL_MIN_FILES and _workers() > 1 else "in-process"
         rows.append({"name": name, "uid": uid, "ours": m_ours, "sitk": m_sitk, "ratio": m_ours / m_sitk,
-                     "same": same, "mb": size_mb, "plugin": plugin, "parallel": parallel,
+                     "same": same, "mb": size_mb, "plugin": plugin,
                      "before": before})
         print(f"{name:22} medseg {m_ours:.3f} s  SimpleITK {m_sitk:.3f} s  ratio {m_ours / m_sitk:.2f}  "
               f"before {before:.3f} s (ratio {before / m_sitk:.2f})  "
-              f"(same voxels: {same}; {plugin}, {parallel})")
+              f"(same voxels: {same}; {plugin})")
     return rows
 
 
@@ -162,13 +160,13 @@ def compressed_section(rows: list[dict], n_slices: int) -> str:
         f"\n### Compressed series\n\nThe same {n_slices} real slices, each compressed with pydicom's "
         "`Dataset.compress` (lossless), read by `read_image` and by SimpleITK as above (median of the runs "
         "after one warm-up read; identical voxels checked). medseg decodes with the fastest installed "
-        "pydicom plugin per transfer syntax and spreads a large series over worker processes "
-        "(`medseg.io.decode`).\n\n"
-        "| transfer syntax | MB | medseg s | SimpleITK s | ratio medseg / SimpleITK | decoder, parallelism "
-        "| before: pydicom default decoder, threads (s, ratio) |\n"
+        "pydicom plugin per transfer syntax (`medseg.io.decode`), slices in parallel threads; *before* = "
+        "pydicom's own plugin choice (timed in the same run).\n\n"
+        "| transfer syntax | MB | medseg s | SimpleITK s | ratio medseg / SimpleITK | decoder "
+        "| before: pydicom's decoder choice (s, ratio) |\n"
         "|---|---:|---:|---:|---:|---|---|\n"
         + "".join(f"| {r['name']} | {r['mb']:.0f} | {r['ours']:.3f} | {r['sitk']:.3f} | **{r['ratio']:.2f}** | "
-                  f"{r['plugin']}, {r['parallel']} | {r['before']:.3f}, {r['before'] / r['sitk']:.2f} |\n"
+                  f"{r['plugin']} | {r['before']:.3f}, {r['before'] / r['sitk']:.2f} |\n"
                   for r in rows)
     )
 

@@ -74,7 +74,7 @@ from medseg.io._common import (
     existing_path,
     reader_guard,
 )
-from medseg.io.decode import decode_files_into, decode_pixels
+from medseg.io.decode import decode_pixels
 
 __all__ = ["SeriesInfo", "list_series", "read_dicom", "is_dicom_file", "check_seg_dataset", "read_dataset"]
 
@@ -1303,16 +1303,8 @@ def _read_series(series: list[_Header], root: Path | None, kind: ImageKind) -> I
     same_dtype = len(dtypes) == 1
     raw = np.empty((len(ordered), rows, cols), dtype=dtypes.pop() if same_dtype else np.dtype(np.int32))
 
-    # large compressed series: decoded by worker processes (the decoders hold the GIL)
-    parallel = decode_files_into(
-        [(k, h.path, h.transfer_syntax) for k, h in enumerate(ordered) if h.transfer_syntax not in _NATIVE_LE],
-        raw,
-    )
-
     def load(k: int) -> None:
         h = ordered[k]
-        if k in parallel:
-            return
         if same_dtype and h.transfer_syntax in _NATIVE_LE and _read_native_into(h, raw[k]):
             return
         arr = _decode_with_pydicom(h)
