@@ -104,7 +104,7 @@ def case_progress(total: int | None, *, every_slices: int = 50) -> Iterator[dict
         err.print(f"{stamp()} case {index + 1}/{n} {case.name}: started ({case.path})", markup=False)
 
     def progress_log(case: Any, done: int, n: int) -> None:
-        if done == n or done - last.get(case.name, 0) >= every_slices:
+        if n > 1 and (done == n or done - last.get(case.name, 0) >= every_slices):
             last[case.name] = done
             err.print(f"{stamp()} case {case.name}: {done}/{n} slices", markup=False)
 

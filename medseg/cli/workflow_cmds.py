@@ -22,18 +22,23 @@ def prelabel_cli(
     skip_existing: bool = typer.Option(False, "--skip-existing"),
     no_tta: bool = typer.Option(False, "--no-tta", help="No flip TTA (faster; uncertainty from entropy only)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    tools: str = typer.Option("", "--format", help="Also write import files for annotation tools: coco, cvat, labelstudio (comma-separated)."),
+    tool_shape: str = typer.Option("polygon", "--shape", help="Tool pre-labels as polygon (editable outlines) or mask (pixel-exact)."),
 ) -> None:
-    """Pre-label studies for review (DICOM-SEG + overlay) and rank them in worklist.csv, most worth a look first."""
+    """Pre-label studies for review (DICOM-SEG + overlay + mask) and rank them in worklist.csv, most worth a look first."""
     from medseg.cli.helpers import case_progress, out_folder
     from medseg.labelling import prelabel
 
     with case_progress(None) as hooks:
         res = prelabel(inputs, out_folder(out), checkpoint=checkpoint, shard=parse_shard(shard),
-                       skip_existing=skip_existing, tta_flip=not no_tta, device=device, **hooks)
+                       skip_existing=skip_existing, tta_flip=not no_tta, device=device,
+                       tools=[x.strip() for x in tools.split(",") if x.strip()], tool_shape=tool_shape, **hooks)
     for i, row in enumerate(res.worklist[:10], 1):
         console().print(f"{i:3d}. {row['case']:30s} {row['status']:6s} flags={len(row['qc_flags'])} "
                    f"uncertainty={row['uncertainty']:.3f}")
-    console().print(f"worklist: {res.worklist_csv}")
+    for note in res.notes:
+        console().print(f"note: {note}", markup=False)
+    console().print(f"worklist: {res.worklist_csv}" + "".join(f"; {k}: {v}" for k, v in res.tool_files.items()))
     raise typer.Exit(res.batch.exit_code)
 
 

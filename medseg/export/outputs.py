@@ -13,6 +13,7 @@ name        folder layout            flat layout                  written when
 seg         ``<case>/seg.dcm``       ``<case>_seg.dcm``           DICOM source and any label
 mask        ``<case>/labels.nii.gz`` ``<case>.nii.gz``            always (``.png`` for 2-D)
 overlay     ``<case>/overlay.png``   ``<case>_overlay.png``       always
+picture     ``<case>/image.png``     ``<case>_image.png``         radiographs (for annotation tools)
 =========== ======================== ============================ ===============================
 
 A ``seg`` requested for a case without a DICOM source (NIfTI, PNG input) is replaced by ``mask``
@@ -183,6 +184,18 @@ register_output(OutputSpec(
 register_output(OutputSpec(
     "overlay", "PNG: contours over the radiograph, or axial montage + coronal view of a CT",
     lambda k: "overlay.png", _write_overlay, aliases=("png",)))
+
+
+def _write_picture(ctx: CaseContext, path: Path) -> Path | None:
+    from medseg.io import write_image
+
+    _check_not_input(path, ctx)
+    return write_image(ctx.image, path)
+
+
+register_output(OutputSpec(
+    "picture", "8-bit PNG of a radiograph (what image-annotation tools open; DICOM/NIfTI inputs only need it)",
+    lambda k: "image.png" if k.ndim == 2 else None, _write_picture))
 
 
 def resolve_formats(names: Iterable[str]) -> list[str]:

@@ -3,6 +3,7 @@
 Layer 5: uses :mod:`medseg.metrics`, :mod:`medseg.io` and :mod:`medseg.export` (DICOM-SEG input).
 """
 
+from medseg.labelling.annotations import AnnotationImport, PrelabelCase, export_prelabels, import_annotations
 from medseg.labelling.autolabel import AutolabelParams, autolabel, autolabel_ct_lungs
 from medseg.labelling.checks import DEFAULT_LUNG_LABELS, QCFlag, QCLimits, lung_role, qc, qc_files
 from medseg.labelling.compare import AgreementReport, AgreementRow, agreement, consensus
@@ -10,6 +11,10 @@ from medseg.labelling.uncertainty import case_uncertainty, rank_worklist, select
 from medseg.labelling.workflow import PrelabelResult, Selection, case_features, prelabel, select_cases
 
 __all__ = [
+    "export_prelabels",
+    "import_annotations",
+    "PrelabelCase",
+    "AnnotationImport",
     "AgreementReport",
     "AgreementRow",
     "agreement",

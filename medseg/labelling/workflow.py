@@ -18,7 +18,7 @@ import csv
 import io
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -38,16 +38,59 @@ __all__ = ["PrelabelResult", "prelabel", "Selection", "select_cases", "case_feat
 _FEATURE_SIZE = 16
 
 
+#: annotation tools ``prelabel`` can write import files for (see :mod:`medseg.io.annotations`)
+TOOL_FORMATS = ("coco", "cvat", "labelstudio")
+_TOOL_FILES = {"coco": "coco.json", "cvat": "annotations.xml", "labelstudio": "labelstudio_tasks.json"}
+
+
 @dataclass
 class PrelabelResult:
     worklist_csv: Path
     worklist: list[dict[str, Any]]
     batch: BatchResult
+    #: ``{tool: import file}`` written for annotation tools (``tools=``)
+    tool_files: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _tool_exports(out: Path, rows: Sequence[dict[str, Any]], batch: BatchResult, tools: Sequence[str],
+                  shape: str, label_names: Any) -> tuple[dict[str, Path], list[str]]:
+    """Import files for annotation tools, 2-D cases in worklist order (CT goes to 3D Slicer as SEG)."""
+    from medseg.io import read_image
+    from medseg.io.formats import FORMATS, suffix_of
+    from medseg.labelling.annotations import PrelabelCase, export_prelabels
+
+    by_case = {r.case: r for r in batch.results}
+    cases, notes = [], []
+    for row in rows:
+        res = by_case.get(row["case"])
+        if res is None or res.status not in ("ok", "empty", "skipped") or "mask" not in res.files:
+            continue
+        label = read_image(res.files["mask"], kind="label")
+        if label.ndim != 2:
+            notes.append(f"{res.case}: a volume, left out of the {', '.join(tools)} export (open its seg.dcm in 3D Slicer)")
+            continue
+        picture = Path(res.input) if suffix_of(res.input) in FORMATS["picture"].suffixes else res.files.get("picture")
+        if picture is None:
+            notes.append(f"{res.case}: no PNG of the image to annotate (add the picture output)")
+            continue
+        unc = row.get("uncertainty")
+        score = None if not isinstance(unc, float) or unc != unc else max(0.0, 1.0 - unc)
+        cases.append(PrelabelCase(Path(picture), label.replace(kind="label"), score))
+    files: dict[str, Path] = {}
+    if cases:
+        for tool in tools:
+            files[tool] = export_prelabels(cases, out / "annotations" / _TOOL_FILES[tool], tool,
+                                           labels=label_names, shape=shape)  # type: ignore[arg-type]
+    else:
+        notes.append("no 2-D case to export for annotation tools")
+    return files, notes
 
 
 def _qc_hook(case: Case, image: Any, pred: Any) -> dict[str, Any]:
     flags = qc(pred.labels, label_names=pred.label_names, image=image if image.ndim == 3 else None)
-    return {"qc_flags": [f"{f.check}: {f.reason}" for f in flags]}
+    return {"qc_flags": [f"{f.check}: {f.reason}" for f in flags],
+            "label_names": {str(k): str(v) for k, v in pred.label_names.items()}}
 
 
 def _worklist_rows(results: Sequence[CaseResult]) -> list[dict[str, Any]]:
@@ -99,6 +142,8 @@ def prelabel(
     skip_existing: bool = False,
     on_case: Callable[[CaseResult], None] | None = None,
     device: str = "auto",
+    tools: Sequence[str] = (),
+    tool_shape: str = "polygon",
     **batch_options: Any,
 ) -> PrelabelResult:
     """Pre-label every study for human review and write ``worklist.csv`` (most worth a look first).
@@ -109,15 +154,31 @@ def prelabel(
     input. Skipped cases (``skip_existing``) keep the scores and flags of the run that made them.
     ``batch_options`` (``layout``, ``naming``, ``on_start``, ``progress``) go to
     :func:`medseg.infer.batch.predict`.
+
+    ``tools`` (any of ``coco``, ``cvat``, ``labelstudio``) also writes the tools' import files for the
+    2-D cases, in worklist order, under ``out/annotations/`` (``coco.json``, ``annotations.xml``,
+    ``labelstudio_tasks.json`` + its labelling config), with ``tool_shape`` ``"polygon"`` (editable
+    outlines) or ``"mask"`` (pixel-exact RLE / brush); radiographs given as DICOM or NIfTI get an
+    8-bit ``image.png`` the tools can open. Corrected exports come back with
+    :func:`medseg.labelling.import_annotations`.
     """
     out = Path(out_dir)
+    bad = [t for t in tools if t not in TOOL_FORMATS]
+    if bad:
+        raise ConfigError(f"unknown annotation tool format(s) {bad}", path="--format",
+                          hint=f"choose from {', '.join(TOOL_FORMATS)}")
+    if tools:
+        formats = [*formats, *(f for f in ("mask", "picture") if f not in formats)]
     batch = predict(inputs, out, checkpoint=checkpoint, formats=formats, shard=shard, skip_existing=skip_existing,
                     on_case=on_case, tta_flip=tta_flip, on_prediction=_qc_hook, device=device, **batch_options)
     rows = _worklist_rows(batch.results)
     name = "worklist.csv" if shard is None else f"worklist-{shard[0]}-of-{shard[1]}.csv"
     path = out / name
     _write_worklist(path, rows)
-    return PrelabelResult(path, rows, batch)
+    names = next(({int(k): v for k, v in r.extra["label_names"].items()} for r in batch.results
+                  if r.extra.get("label_names")), None)
+    files, notes = _tool_exports(out, rows, batch, tools, tool_shape, names) if tools else ({}, [])
+    return PrelabelResult(path, rows, batch, files, notes)
 
 
 def case_features(probabilities: np.ndarray) -> np.ndarray:

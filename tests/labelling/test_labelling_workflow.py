@@ -80,3 +80,46 @@ def test_cli(pool: Path, tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.C
     assert main(["al", "select", "--pool", str(pool), "--k", "0", "-m", str(tiny_checkpoint)]) == 2
     assert main(["prelabel", str(pool), "--out", str(tmp_path / "p"), "-m", str(tiny_checkpoint)]) == 0
     assert "worklist" in capsys.readouterr().out
+
+
+def test_prelabel_writes_annotation_tool_files_that_import_back(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """medseg prelabel --format coco,cvat,labelstudio on a DICOM radiograph and a PNG: the tools' files
+    list both cases in worklist order, and importing each back gives the pre-label again."""
+    import json
+
+    import numpy as np
+
+    from medseg.io import read_image
+    from medseg.labelling import import_annotations
+
+    repo = Path(__file__).resolve().parents[2]
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(repo / "sample_data" / "cxr" / "siim_cr_chest_pa.dcm", src / "dx.dcm")
+    shutil.copy(repo / "sample_data" / "cxr" / "ARDSSevere.png", src / "film.png")
+    out = tmp_path / "out"
+    rc = main(["prelabel", str(src), "--out", str(out), "-m", str(tiny_checkpoint), "--format",
+               "coco,cvat,labelstudio", "--shape", "mask"])
+    assert rc == 0
+    assert (out / "dx" / "image.png").is_file()  # the DICOM radiograph as a picture the tools can open
+    worklist = [r["case"] for r in csv.DictReader((out / "worklist.csv").open())]
+    for tool, name in (("coco", "coco.json"), ("cvat", "annotations.xml"), ("labelstudio", "labelstudio_tasks.json")):
+        export = out / "annotations" / name
+        assert export.is_file(), tool
+        if tool == "labelstudio":  # an annotator accepts the pre-annotations: they become the annotations
+            tasks = json.loads(export.read_text())
+            for task in tasks:
+                task["annotations"] = [{"result": task["predictions"][0]["result"]}]
+            export = tmp_path / "ls_export.json"
+            export.write_text(json.dumps(tasks))
+        back = import_annotations(export, tool, out.parent, tmp_path / f"import_{tool}")
+        assert len(back.entries) == 2, (tool, back.report())
+        for entry in back.entries:
+            case = "dx" if "dx" in str(entry.image) else "film"
+            want = read_image(out / case / "labels.png", kind="label").array
+            got = read_image(entry.label, kind="label").array
+            assert np.array_equal(got, want), (tool, case)
+    coco = json.loads((out / "annotations" / "coco.json").read_text())
+    order = [Path(im["file_name"]).parts[-2] if "image.png" in im["file_name"] else Path(im["file_name"]).stem
+             for im in coco["images"]]
+    assert order == [c for c in worklist if c in ("dx", "film")]
