@@ -183,6 +183,10 @@ class InferConfig:
     max_whole_px: int = 1024 * 1024
     #: CT: axial slices prepared, inferred, restored and labelled together (bounds memory)
     chunk_slices: int = 16
+    #: CT, whole-slice windows: run the network only on the body's bounding box (voxels above
+    #: ``body_hu``, + 16 px, per chunk of slices); outside it the output is background
+    body_crop: bool = True
+    body_hu: float = -500.0
     #: ``"auto"``: fp32 on CPU (bf16 autocast measured slower on CPUs without AMX/avx512_bf16),
     #: fp16 autocast on CUDA; or ``"fp32"``, ``"bf16"``, ``"fp16"`` (autocast)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

@@ -7,8 +7,9 @@ training validates with) and costs little more than one network pass per slice:
   resampled to ``infer.spacing_mm`` (0 = the training spacing ``data.spacing_mm``) and, by default,
   the whole slice goes through the network in one forward (padded to a multiple of 32; the U-Net is
   fully convolutional) instead of overlapping ``data.image_size`` windows with Gaussian blending
-  (``infer.window="sliding"`` keeps MONAI's ``SlidingWindowInferer``). A radiograph is resized to
-  ``data.image_size``, i.e. one window.
+  (``infer.window="sliding"`` keeps MONAI's ``SlidingWindowInferer``); only the body's bounding box
+  (``infer.body_crop``: voxels above ``infer.body_hu``, per chunk) goes through the network, the air
+  around it is background. A radiograph is resized to ``data.image_size``, i.e. one window.
 * **Streaming**: a CT volume goes through in chunks of ``infer.chunk_slices`` axial slices:
   prepare (:func:`~medseg.data.preprocess.prepare_slab`), infer (batches of ``infer.batch_size``),
   restore onto the input grid (bilinear, on the network's device), argmax to uint8 labels and
@@ -161,6 +162,15 @@ def _argmax_classes(probs: torch.Tensor) -> torch.Tensor:
         idx.masked_fill_(better, c)
         torch.maximum(best, probs[:, c], out=best)
     return idx
+
+
+def _fit32(lo: int, hi: int, n: int) -> tuple[int, int]:
+    """Widen ``[lo, hi)`` to a length that is a multiple of 32 inside ``[0, n)`` (or all of it)."""
+    length = -(-(hi - lo) // 32) * 32
+    if length >= n:
+        return 0, n
+    start = min(max(0, lo - (length - (hi - lo)) // 2), n - length)
+    return start, start + length
 
 
 def _swap_left_right(probs: torch.Tensor, label_names: LabelMap | dict[int, str]) -> torch.Tensor:
@@ -358,12 +368,24 @@ class Predictor:
             logits = self._net(t)
         return torch.softmax(logits.float(), dim=1)
 
-    def _forward_whole(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_whole(self, x: torch.Tensor, box: tuple[int, int, int, int] | None = None) -> torch.Tensor:
         """``(n, C, H, W)`` on the device -> ``(n, K, H, W)`` probabilities, one forward per input.
 
         The grid is padded (edge replicated: air around a CT field of view) to a multiple of 32,
-        the U-Net's total downsampling, and the output cropped back.
+        the U-Net's total downsampling, and the output cropped back. With a ``box`` ``(r0, r1, c0, c1)``
+        (the body, see :meth:`_body_box`) only that part of the grid, widened to multiples of 32, goes
+        through the network; outside it the probabilities are background (1, 0, ...).
         """
+        if box is not None:
+            h, w = x.shape[-2:]
+            r0, r1 = _fit32(box[0], box[1], h)
+            c0, c1 = _fit32(box[2], box[3], w)
+            if (r1 - r0) * (c1 - c0) < h * w:
+                inner = self._forward_whole(x[..., r0:r1, c0:c1])
+                probs = inner.new_zeros((x.shape[0], inner.shape[1], h, w))
+                probs[:, 0] = 1.0
+                probs[..., r0:r1, c0:c1] = inner
+                return probs
         h, w = x.shape[-2:]
         ph, pw = -h % 32, -w % 32
         if ph or pw:
@@ -397,16 +419,43 @@ class Predictor:
         assert isinstance(probs, torch.Tensor)
         return torch.Tensor.as_subclass(probs, torch.Tensor) if type(probs) is not torch.Tensor else probs
 
-    def _infer(self, x: torch.Tensor, whole: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _infer(
+        self, x: torch.Tensor, whole: bool, box: tuple[int, int, int, int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Probabilities ``(n, K, H, W)`` for inputs ``(n, C, H, W)``, and the flipped-back TTA ones."""
-        forward = self._forward_whole if whole else self._forward_sliding
         x = x.to(self.device, non_blocking=True)
+        if not whole:
+            if not self.tta_flip:
+                return self._forward_sliding(x), None
+            both = self._forward_sliding(torch.cat([x, torch.flip(x, dims=[-1])]))
+            n = x.shape[0]
+            return both[:n], _swap_left_right(torch.flip(both[n:], dims=[-1]), self.label_names)
+        probs = self._forward_whole(x, box)
         if not self.tta_flip:
-            return forward(x), None
-        both = forward(torch.cat([x, torch.flip(x, dims=[-1])]))
-        n = x.shape[0]
-        flipped = _swap_left_right(torch.flip(both[n:], dims=[-1]), self.label_names)
-        return both[:n], flipped
+            return probs, None
+        w = x.shape[-1]
+        mirrored = None if box is None else (box[0], box[1], w - box[3], w - box[2])
+        flipped = self._forward_whole(torch.flip(x, dims=[-1]), mirrored)
+        return probs, _swap_left_right(torch.flip(flipped, dims=[-1]), self.label_names)
+
+    def _body_box(self, image: Image, z0: int, z1: int, grid: tuple[int, int]) -> tuple[int, int, int, int] | None:
+        """Grid rows/columns ``(r0, r1, c0, c1)`` holding the body (> ``infer.body_hu``) in slices
+        ``z0:z1``, with a margin of 16 grid pixels; None when cropping is off or finds nothing."""
+        if not self.config.infer.body_crop:
+            return None
+        body = np.asarray(image.array[z0:z1]) > self.config.infer.body_hu
+        rows = np.flatnonzero(body.any(axis=(0, 2)))
+        cols = np.flatnonzero(body.any(axis=(0, 1)))
+        if rows.size == 0 or cols.size == 0:
+            return None
+        sy, sx = grid[0] / image.shape[1], grid[1] / image.shape[2]
+        margin = 16
+        return (
+            max(0, math.floor(rows[0] * sy) - margin),
+            min(grid[0], math.ceil((rows[-1] + 1) * sy) + margin),
+            max(0, math.floor(cols[0] * sx) - margin),
+            min(grid[1], math.ceil((cols[-1] + 1) * sx) + margin),
+        )
 
     # -- prediction ---------------------------------------------------------------------------
 
@@ -547,7 +596,8 @@ class Predictor:
     ) -> int:
         """Infer, restore and label slices ``z0:z1`` (inputs ``x``); returns the last quarter logged."""
         z_count = image.shape[0]
-        probs, flipped = self._infer(x, whole)
+        box = self._body_box(image, z0, z1, (x.shape[-2], x.shape[-1])) if whole else None
+        probs, flipped = self._infer(x, whole, box)
         full, arg = self._restore(probs, flipped, size, stats)
         raw[z0:z1] = arg.cpu().numpy()
         if kept is not None:

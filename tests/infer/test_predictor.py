@@ -238,3 +238,25 @@ def test_bad_infer_settings_are_config_errors() -> None:
         Predictor(Smooth(), _ct_cfg("infer.chunk_slices=0"), device="cpu")
     with pytest.raises(ConfigError, match="precision"):
         Predictor(Smooth(), _ct_cfg("infer.precision=fp16"), device="cpu")  # fp16 autocast is GPU only
+
+
+def test_body_crop_runs_the_network_on_the_body_only() -> None:
+    rng = np.random.default_rng(5)
+    arr = np.full((6, 320, 320), -1000, np.int16)  # air around a 'body'
+    arr[:, 120:200, 130:190] = rng.normal(0, 300, size=(6, 80, 60)).astype(np.int16)
+    image = Image(arr, np.diag([1.0, 1.0, 2.5, 1.0]), modality="CT")
+    seen: list[tuple[int, int]] = []
+
+    class Spy(Smooth):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append((x.shape[-2], x.shape[-1]))
+            return super().forward(x)
+
+    cropped = Predictor(Spy(), _ct_cfg("infer.window=whole"), device="cpu").predict(image, return_probabilities=True)
+    assert seen and all(s[0] < 160 and s[1] < 160 for s in seen)  # the 2 mm grid is 160x160, the body box smaller
+    assert all(s[0] % 32 == 0 and s[1] % 32 == 0 for s in seen)
+    full = Predictor(Smooth(), _ct_cfg("infer.window=whole", "infer.body_crop=false"), device="cpu").predict(
+        image, return_probabilities=True)
+    body = (slice(None), slice(None), slice(120, 200), slice(130, 190))
+    np.testing.assert_allclose(cropped.probabilities[body], full.probabilities[body], atol=1e-5)
+    assert (cropped.probabilities[0, :, :8, :8] == 1).all()  # outside the box: background
