@@ -40,7 +40,7 @@ def run_predict(inputs: list[Path], out: Path | None, **options: object) -> int:
 def predict_cli(
     inputs: list[Path] = typer.Argument(..., help="Image files, DICOM folders, folders of studies [then OUT if --out is not given]."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (per case files + summary.csv)."),
-    checkpoint: Path | None = typer.Option(None, "--model", "-m", "--checkpoint", help="Checkpoint folder or a file in it (default: shipped model by modality)."),
+    checkpoint: Path | None = typer.Option(None, "--model", "-m", "--checkpoint", help="Checkpoint folder, a file in it, or a shipped model name (cxr_lung, cxr_lung_v7, ct_lung); default: shipped model by modality."),
     formats: str = typer.Option("seg,mask,overlay", "--format", help=_FORMATS_HELP),
     layout: str = typer.Option("folder", "--layout", help="folder: OUT/<case>/seg.dcm; flat: OUT/<case>.nii.gz, OUT/<case>_seg.dcm."),
     naming: str = typer.Option("stem", "--naming", help="Case names: stem (file/folder name) or dicom (PatientID_StudyDate_S<n>)."),

@@ -303,7 +303,8 @@ def discover_cases(inputs: Iterable[str | PathLike[str]], **kwargs: Any) -> list
 
 
 def resolve_checkpoint(path: str | PathLike[str] | None) -> Path | None:
-    """A checkpoint folder from a folder or any file inside it (e.g. ``model.safetensors``).
+    """A checkpoint folder from a folder, any file inside it (e.g. ``model.safetensors``) or the name
+    of a shipped model (``cxr_lung``, ``cxr_lung_v7``, ``ct_lung``; see ``medseg/weights/``).
 
     Raises:
         CheckpointError: the path does not exist or holds no ``config.json``.
@@ -311,6 +312,12 @@ def resolve_checkpoint(path: str | PathLike[str] | None) -> Path | None:
     if path is None:
         return None
     p = Path(path)
+    if not p.exists() and len(p.parts) == 1:  # a shipped model by name: cxr_lung, cxr_lung_v7, ct_lung
+        from importlib import resources
+
+        shipped = Path(str(resources.files("medseg") / "weights" / p.name))
+        if (shipped / "config.json").is_file():
+            return shipped
     if p.is_file():
         p = p.parent
     if not p.is_dir():

@@ -199,3 +199,9 @@ def test_stale_temporaries_are_cleaned(tmp_path: Path, tiny_cxr_checkpoint: Path
     keep.write_text("mine")
     predict([SAMPLES / "cxr" / "ARDSSevere.png"], out, checkpoint=tiny_cxr_checkpoint, formats=["mask"])
     assert not stale.exists() and keep.read_text() == "mine"
+
+
+def test_shipped_models_are_selectable_by_name() -> None:
+    for name in ("cxr_lung", "cxr_lung_v7", "ct_lung"):
+        folder = resolve_checkpoint(name)
+        assert folder is not None and folder.name == name and (folder / "MODEL_CARD.md").is_file()
