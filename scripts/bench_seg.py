@@ -135,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from pydicom.sr.codedict import codes
     from pydicom.uid import JPEGLSLossless
 
-    from medseg.io import write_dicom_seg
-    from medseg.io import read_image
+    from medseg.io import read_image, write_dicom_seg
 
     dcmqi = shutil.which("itkimage2segimage")
     with tempfile.TemporaryDirectory(prefix="bench_seg_") as tmp_name:

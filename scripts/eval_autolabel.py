@@ -41,9 +41,9 @@ def _crop(a: np.ndarray, b: np.ndarray, margin: int = 3) -> tuple[np.ndarray, np
 
 
 def evaluate(folder: Path, repeats: int) -> list[dict[str, object]]:
-    from medseg.labelling.autolabel import LUNG_LABELS, autolabel_ct_lungs
     from medseg.io import read_image
     from medseg.io.rtstruct import read_rtstruct, read_slice_uids
+    from medseg.labelling.autolabel import LUNG_LABELS, autolabel_ct_lungs
     from medseg.metrics import dice, hd95
 
     ct = read_image(folder / "ct.nii.gz", modality="CT")

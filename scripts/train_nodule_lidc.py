@@ -27,7 +27,6 @@ import numpy as np
 from scipy import ndimage
 
 import medseg
-from medseg.labelling.autolabel import autolabel_ct_lungs
 from medseg.config import load_config
 from medseg.data.manifest import ManifestEntry, write_manifest
 from medseg.detect import evaluate_detection, nodule_mask, read_nodule_annotations
@@ -36,6 +35,7 @@ from medseg.errors import InputError
 from medseg.image import Image
 from medseg.infer import Predictor
 from medseg.io import write_image
+from medseg.labelling.autolabel import autolabel_ct_lungs
 
 HERE = Path(__file__).resolve().parents[1]
 

@@ -47,7 +47,7 @@ def detect_cli(
 ) -> None:
     """Detect lung nodules: LUNA16 candidates CSV, DICOM-SEG (lung + nodules), TID 1500 SR and an overlay."""
     from medseg.cli.helpers import console
-    from medseg.detect import detect
+    from medseg.detect.pipeline import detect
 
     result, files = detect(ct, checkpoint, out, threshold=threshold, device=device)
     for i, d in enumerate(result.detections[:10], start=1):

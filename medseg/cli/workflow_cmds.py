@@ -32,7 +32,8 @@ def prelabel_cli(
     with case_progress(None) as hooks:
         res = prelabel(inputs, out_folder(out), checkpoint=checkpoint, shard=parse_shard(shard),
                        skip_existing=skip_existing, tta_flip=not no_tta, device=device,
-                       tools=[x.strip() for x in tools.split(",") if x.strip()], tool_shape=tool_shape, **hooks)
+                       tools=[x.strip() for x in tools.split(",") if x.strip()], tool_shape=tool_shape,
+                       on_start=hooks["on_start"], on_case=hooks["on_case"], progress=hooks["progress"])
     for i, row in enumerate(res.worklist[:10], 1):
         console().print(f"{i:3d}. {row['case']:30s} {row['status']:6s} flags={len(row['qc_flags'])} "
                    f"uncertainty={row['uncertainty']:.3f}")

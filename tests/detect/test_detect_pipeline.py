@@ -59,7 +59,8 @@ def _config(labels: dict[int, str] | None = None) -> Config:
         "model": {"encoder_weights": "none", "in_channels": 3, "num_classes": 3},
         # one window = the whole 512 x 512 slice, so the stand-in's in-plane regions line up
         "data": {"task": "ct", "context_slices": 3, "image_size": [512, 512], "spacing_mm": 0.0},
-        "infer": {"batch_size": 4, "keep_largest": False},
+        # body_crop off: the stand-in's regions are fixed 512 x 512 masks, not translation-equivariant
+        "infer": {"batch_size": 4, "keep_largest": False, "body_crop": False},
     }).validate()
 
 

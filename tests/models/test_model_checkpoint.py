@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from medseg.structures import concept_to_dict
 from medseg.config import Config, ModelConfig
 from medseg.errors import CheckpointError
 from medseg.models import (
@@ -19,6 +18,7 @@ from medseg.models import (
     load_checkpoint,
     save_checkpoint,
 )
+from medseg.structures import concept_to_dict
 
 
 def _config(in_channels: int = 1) -> Config:
