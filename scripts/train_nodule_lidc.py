@@ -5,7 +5,8 @@ available, so the model is trained and evaluated **on the same scan**.
 
 1. Labels on the CT grid: lung = 1 from the model-free auto-labeller (``autolabel_ct_lungs``, both
    lungs merged; a plain HU threshold inside the body when it fails, or with ``--lung threshold``),
-   nodule = 2 from the LUNA16 row (a sphere of the annotated diameter, ``nodule_mask``).
+   nodule = 2 from the LUNA16 row (a sphere of the annotated diameter, ``nodule_mask``), or with
+   ``--targets consensus`` from the LIDC readers' consensus outlines (``medseg.detect.lidc``).
 2. ``OUT/ct.nii.gz``, ``OUT/label.nii.gz`` and ``OUT/manifest.csv`` (default ``data_prepared/ct_nodule_lidc``).
 3. Training from ImageNet encoder weights with ``configs/ct_nodule.yaml`` + CPU-sized overrides
    (1.4 mm in-plane, 160 px crops around the nodule, bf16, a few hundred steps).
@@ -63,6 +64,9 @@ def main() -> None:
     ap.add_argument("--run", type=Path, default=HERE / "runs" / "ct_nodule_lidc")
     ap.add_argument("--config", type=Path, default=HERE / "configs" / "ct_nodule.yaml")
     ap.add_argument("--lung", choices=["auto", "threshold"], default="auto")
+    ap.add_argument("--targets", choices=["sphere", "consensus"], default="sphere",
+                    help="nodule target: a sphere from the LUNA16 row, or the readers' consensus outlines from the LIDC XML "
+                         "(voxels drawn by >= 50 %% of the readers who outlined the nodule)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--image-size", type=int, default=160)
     ap.add_argument("--spacing", type=float, default=1.4)
@@ -89,7 +93,16 @@ def main() -> None:
             lung, how = auto, "autolabel_ct_lungs"
         except InputError as e:
             print(f"autolabel_ct_lungs failed on this partial stack ({e}); using the HU threshold")
-    nodule = nodule_mask(ct, anns).array > 0
+    if args.targets == "consensus":
+        from medseg.detect.lidc import consensus_label_map, match_nodules
+        from medseg.io.lidc import read_lidc_xml
+
+        xml = next(args.data.glob("*.xml"))
+        matched = match_nodules(read_lidc_xml(xml), ct)
+        nodule = consensus_label_map(matched, ct, level=0.5, min_readers=1).array > 0
+        print(f"consensus outlines of {sum(m.n_outlined >= 1 for m in matched)} outlined nodule(s) from {xml.name}")
+    else:
+        nodule = nodule_mask(ct, anns).array > 0
     print(f"lung from {how}; nodule sphere {nodule.sum() * ct.voxel_volume / 1000:.2f} ml on "
           f"{int(nodule.any(axis=(1, 2)).sum())} of {ct.shape[0]} slices, {np.mean(lung[nodule]):.1%} inside the lung mask")
     labels = np.where(lung, 1, 0).astype(np.uint8)

@@ -205,3 +205,52 @@ def test_shipped_models_are_selectable_by_name() -> None:
     for name in ("cxr_lung", "cxr_lung_v7", "ct_lung"):
         folder = resolve_checkpoint(name)
         assert folder is not None and folder.name == name and (folder / "MODEL_CARD.md").is_file()
+
+
+def test_overnight_batch_with_every_kind_of_bad_input(tmp_path: Path, tiny_cxr_checkpoint: Path) -> None:
+    """Issue #13: good studies mixed with hostile ones -> every good case written, one row per bad
+    case (with a one-line message naming the file), exit code 1, nothing written outside --out."""
+    import math
+
+    import pydicom
+    from PIL import Image as PILImage
+
+    root = tmp_path / "mixed"
+    root.mkdir()
+    shutil.copy(SAMPLES / "cxr" / "siim_cr_chest_pa.dcm", root / "good_dx.dcm")
+    shutil.copy(SAMPLES / "cxr" / "ARDSSevere.png", root / "good_film.png")
+    src = pydicom.dcmread(SAMPLES / "cxr" / "siim_cr_chest_pa.dcm")
+    bad = {}
+    for name, change in {
+        "no_rows": lambda ds: delattr(ds, "Rows"),
+        "nan_slope": lambda ds: setattr(ds, "RescaleSlope", "nan"),
+        "huge_spacing": lambda ds: setattr(ds, "PixelSpacing", ["1e308", "1e308"]),
+        "two_intercepts": lambda ds: setattr(ds, "RescaleIntercept", ["0", "1"]),
+    }.items():
+        ds = src.copy()
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+        change(ds)
+        ds.save_as(root / f"{name}.dcm")
+        bad[name] = name
+    PILImage.new("1", (16000, 16000)).save(root / "bomb.png")  # ~250 kB file, 256 M pixels
+    (root / "empty.png").write_bytes(b"")
+    tiff = root / "trunc.tif"
+    PILImage.new("L", (64, 64)).save(tiff, save_all=True, append_images=[PILImage.new("L", (64, 64))])
+    tiff.write_bytes(tiff.read_bytes()[: tiff.stat().st_size // 2])
+    (root / "dim0.nii.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 20)
+    junk = root / "junk_dicom"
+    junk.mkdir()
+    (junk / "a.dcm").write_bytes(b"\x00" * 4096)
+    out = tmp_path / "out"
+    rc = main(["predict", str(root), "--out", str(out), "-m", str(tiny_cxr_checkpoint), "--format", "mask"])
+    assert rc == 1
+    rows = _rows(out / "summary.csv")
+    assert rows["good_dx"]["status"] == "ok" and rows["good_film"]["status"] == "ok"
+    assert (out / "good_dx" / "labels.png").is_file() and (out / "good_film" / "labels.png").is_file()
+    for name in ("no_rows", "nan_slope", "huge_spacing", "two_intercepts", "bomb", "empty", "trunc", "dim0"):
+        assert rows[name]["status"] == "error", (name, rows[name])
+        msg = rows[name]["message"]
+        assert "\n" not in msg and name in msg and "unexpected" not in msg, (name, msg)
+    assert not math.isnan(float(rows["good_dx"]["seconds"]))
+    assert all(out in p.parents for p in tmp_path.rglob("*") if p.is_file() and root not in p.parents)
