@@ -254,3 +254,32 @@ def test_overnight_batch_with_every_kind_of_bad_input(tmp_path: Path, tiny_cxr_c
         assert "\n" not in msg and name in msg and "unexpected" not in msg, (name, msg)
     assert not math.isnan(float(rows["good_dx"]["seconds"]))
     assert all(out in p.parents for p in tmp_path.rglob("*") if p.is_file() and root not in p.parents)
+
+
+def test_cli_naming_device_version_progress_and_notes(tmp_path: Path, tiny_cxr_checkpoint: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("medseg ")
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(SAMPLES / "cxr" / "siim_cr_chest_pa.dcm", src / "IMG0001")  # no suffix: found by content
+    shutil.copy(SAMPLES / "cxr" / "ARDSSevere.png", src / "film.png")
+    out = tmp_path / "out"
+    rc = main(["predict", str(src), "--out", str(out), "-m", str(tiny_cxr_checkpoint), "--naming", "dicom",
+               "--device", "cpu"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    import pydicom
+
+    ds = pydicom.dcmread(SAMPLES / "cxr" / "siim_cr_chest_pa.dcm", stop_before_pixels=True)
+    dicom_name = f"{ds.PatientID}_{ds.StudyDate}_S{ds.SeriesNumber}".replace(" ", "_")
+    assert (out / dicom_name / "seg.dcm").is_file() and (out / "film" / "labels.png").is_file()
+    # outside a terminal: timestamped progress lines, one start and one end line per case
+    err = captured.err
+    assert err.count("started") == 2 and "case film: ok" in err
+    # each warning once per case: the PNG's missing DICOM source, the DICOM's implausible spacing
+    assert err.count("no DICOM source") == 1
+    assert err.count("implausible for a chest radiograph") == 1
+    rows = _rows(out / "summary.csv")
+    assert "implausible" in rows[dicom_name]["warnings"] and "no DICOM source" in rows["film"]["warnings"]
+    assert main(["predict", str(src), "--out", str(tmp_path / "o2"), "--naming", "pid"]) == 2
