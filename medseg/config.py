@@ -361,7 +361,7 @@ def _check_ranges(cfg: Config) -> None:
     _check("train.val_every", t.val_every, 1)
     _check("train.early_stop_patience", t.early_stop_patience, 0)
     _check("train.save_every_steps", t.save_every_steps, 0)
-    _check("train.log_every", t.log_every, 1)
+    _check("train.log_every", t.log_every, 0)  # 0 = no step logging
     _check("infer.batch_size", i.batch_size, 1, 4096)
     _check("infer.sliding_window_overlap", i.sliding_window_overlap, 0.0, 1.0, high_open=True)
     _check("infer.spacing_mm", i.spacing_mm, 0.0, 100.0, hint="0 = the training spacing data.spacing_mm")

@@ -210,6 +210,49 @@ def work_classic(path: Path) -> dict[str, Any]:
     return res
 
 
+def work_precision(device: str, repeats: int = 7) -> dict[str, Any]:
+    """fp32 vs bf16/fp16 autocast vs contiguous memory, interleaved forwards of one 8x3x256x256 batch
+    (the shipped CT network) in one process, so a busy machine slows all three alike; medians."""
+    import statistics
+
+    import torch
+
+    from medseg.infer import Predictor
+
+    model = Predictor.from_checkpoint(task="ct", device=device).model.eval()
+    x = torch.randn(8, 3, 256, 256, device=device).contiguous(memory_format=torch.channels_last)
+    low = torch.float16 if device.startswith("cuda") else torch.bfloat16
+    times: dict[str, list[float]] = {"fp32": [], "low": [], "contiguous": []}
+
+    def run(kind: str) -> None:
+        _sync(device)
+        t = time.perf_counter()
+        if kind == "low":
+            with torch.autocast(device_type=torch.device(device).type, dtype=low):
+                model(x)
+        elif kind == "contiguous":
+            model.to(memory_format=torch.contiguous_format)
+            model(x.contiguous())
+        else:
+            model(x)
+        _sync(device)
+        times[kind].append(time.perf_counter() - t)
+        model.to(memory_format=torch.channels_last)
+
+    with torch.inference_mode():
+        for kind in times:  # warm-up
+            run(kind)
+        for v in times.values():
+            v.clear()
+        for _ in range(repeats):
+            for kind in times:
+                run(kind)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"fp32_s": med["fp32"], "low_s": med["low"], "contiguous_s": med["contiguous"],
+            "low": str(low).replace("torch.", ""), "low_over_fp32": med["low"] / med["fp32"],
+            "contiguous_over_channels_last": med["contiguous"] / med["fp32"]}
+
+
 def worker(args: argparse.Namespace) -> int:
     spec = json.loads(args.worker)
     path, task, device = Path(spec["path"]), spec["task"], spec["device"]
@@ -227,6 +270,8 @@ def worker(args: argparse.Namespace) -> int:
                              spec.get("channels_last", True), spec.get("limit", 0))
         elif kind == "classic":
             res = work_classic(path)
+        elif kind == "precision":
+            res = work_precision(device)
         else:
             raise SystemExit(f"unknown kind {kind}")
     print("RESULT " + json.dumps(res))
@@ -302,9 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", default="big,LUNG1-003,LUNG1-002,cxr")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--precision", action="store_true",
+                    help="only the interleaved fp32 / bf16 (fp16 on CUDA) / contiguous comparison")
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.precision:
+        res = run_one({"kind": "precision", "path": "", "task": "ct", "device": args.device}, args.timeout)
+        print(json.dumps(res))
+        print(f"machine: {machine(args.device)}; load average {os.getloadavg()[0]:.1f}")
+        return 0
 
     dev = args.device
     results: list[tuple[str, str, dict[str, Any]]] = []

@@ -8,6 +8,7 @@ library function (spaCy style); heavy imports happen inside the command. :func:`
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import typer
@@ -29,6 +30,9 @@ __all__ = ["app", "main"]
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (0 ok, 2 medseg error, 1 unexpected)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # OpenMP threads that spin while waiting made inference ~3x slower on a loaded machine (measured,
+    # docs/benchmarks.md); must be set before torch starts, so here rather than in the library
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         rc = app(args=argv, prog_name="medseg", standalone_mode=False)
     except MedsegError as e:

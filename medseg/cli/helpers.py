@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = ["console", "err_console", "parse_shard", "parse_formats", "parse_labels", "case_progress", "out_folder",
-           "agreement_table"]
+           "agreement_table", "infer_options"]
 
 
 @cache
@@ -154,3 +154,9 @@ def agreement_table(report: Any) -> Any:
         table.add_row(r.structure, ref, rater, _num(r.dice), _num(r.hd95, 2), _num(r.size_reference, size_digits),
                       _num(r.size_rater, size_digits), _num(r.size_diff_pct, 1))
     return table
+
+
+def infer_options(**given: Any) -> dict[str, Any] | None:
+    """The ``infer.*`` overrides the user gave on the command line (None values left out)."""
+    out = {k: v for k, v in given.items() if v is not None}
+    return out or None

@@ -48,13 +48,20 @@ def predict_cli(
     shard: str | None = typer.Option(None, "--shard", help="i/n: process every n-th case from i (SLURM arrays); merge with `medseg summary OUT`."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip cases finished before with all requested outputs."),
     dicom_source: Path | None = typer.Option(None, "--dicom-source", help="DICOM series a NIfTI input came from (for its SEG)."),
+    spacing_mm: float | None = typer.Option(None, "--spacing-mm", help="CT in-plane inference spacing in mm (default: the model's training spacing)."),
+    window: str | None = typer.Option(None, "--window", help="auto (one pass per slice where it fits), whole or sliding (overlapping windows)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Network inputs per forward pass."),
+    precision: str | None = typer.Option(None, "--precision", help="auto (fp32 on CPU, fp16 on CUDA), fp32, bf16 or fp16."),
+    no_body_crop: bool = typer.Option(False, "--no-body-crop", help="Run the network on the whole slice, not just the body's box."),
 ) -> None:
     """Segment lungs in every study found in INPUTS. Exit 0: all cases ok; 1: some cases failed (see summary.csv); 2: usage or input error."""
-    from medseg.cli.helpers import parse_formats, parse_shard
+    from medseg.cli.helpers import infer_options, parse_formats, parse_shard
 
+    infer = infer_options(spacing_mm=spacing_mm, window=window, batch_size=batch_size, precision=precision,
+                          body_crop=False if no_body_crop else None)
     raise typer.Exit(run_predict(inputs, out, checkpoint=checkpoint, formats=parse_formats(formats), layout=layout,
                                  naming=naming, device=device, shard=parse_shard(shard), skip_existing=skip_existing,
-                                 dicom_source=dicom_source))
+                                 dicom_source=dicom_source, infer=infer))
 
 
 @app.command("summary")

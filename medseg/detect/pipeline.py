@@ -182,7 +182,7 @@ def detect_nodules(
                 hint="pass lung_label=None to keep candidates anywhere in the scan",
             )
 
-    prediction = predictor.predict(image)
+    prediction = predictor.predict(image, return_probabilities=True)
     # softmax of a linear interpolation stays in [0, 1] up to rounding
     prob = np.clip(np.asarray(prediction.probabilities[nodule_value], dtype=np.float32), 0.0, 1.0)
     fg = prob >= threshold

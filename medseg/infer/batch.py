@@ -363,7 +363,10 @@ class _Run:
     """State shared by the cases of one batch: loaded predictors, settings, the DICOM source."""
 
     def __init__(self, checkpoint: Path | None, tta_flip: bool | None, device: str, dicom_source: Any,
-                 progress: Callable[[Case, int, int], None] | None):
+                 progress: Callable[[Case, int, int], None] | None, infer: dict[str, Any] | None = None,
+                 probabilities: bool = False):
+        self.infer = infer
+        self.probabilities = probabilities
         self.checkpoint = checkpoint
         self.tta_flip = tta_flip
         self.device = device
@@ -377,7 +380,7 @@ class _Run:
         key = "given" if self.checkpoint is not None else task
         if key not in self.predictors:
             self.predictors[key] = Predictor.from_checkpoint(self.checkpoint, task=task, tta_flip=self.tta_flip,
-                                                             device=self.device)
+                                                             device=self.device, infer=self.infer)
         return self.predictors[key]
 
 
@@ -390,7 +393,10 @@ def _predict_case(case: Case, run: _Run, out_dir: Path, formats: Sequence[str], 
     image = read_image(case.path, series_uid=case.series_uid)
     predictor = run.predictor(task_for_image(image))
     kwargs: dict[str, Any] = {}
-    if run.progress is not None and "progress" in inspect.signature(predictor.predict).parameters:
+    params = inspect.signature(predictor.predict).parameters
+    if run.probabilities and "return_probabilities" in params:
+        kwargs["return_probabilities"] = True
+    if run.progress is not None and "progress" in params:
         kwargs["progress"] = lambda done, total: run.progress(case, done, total)  # type: ignore[misc]
     pred = predictor.predict(image, **kwargs)
     warnings: list[str] = []
@@ -437,6 +443,8 @@ def predict(
     tta_flip: bool | None = None,
     on_prediction: PredictionHook | None = None,
     dicom_source: str | PathLike[str] | None = None,
+    infer: dict[str, Any] | None = None,
+    probabilities: bool = False,
 ) -> BatchResult:
     """Predict every case found in ``inputs`` and write the requested outputs under ``out_dir``.
 
@@ -460,6 +468,9 @@ def predict(
         tta_flip: left-right flip test-time augmentation (default: the checkpoint's setting).
         on_prediction: hook ``(case, image, prediction) -> dict`` stored in ``CaseResult.extra``.
         dicom_source: the DICOM series non-DICOM inputs came from (their SEG refers to it).
+        infer: overrides of the model's ``infer.*`` settings (``spacing_mm``, ``window``,
+            ``batch_size``, ``precision``, ``body_crop``, ...), validated like any config.
+        probabilities: keep full class probabilities in each prediction (for hooks that need them).
 
     Returns:
         :class:`BatchResult`; ``exit_code`` is 0 when all cases succeeded, 1 when some failed.
@@ -501,11 +512,11 @@ def predict(
         source_image = read_image(dicom_source)
         if not source_image.source.is_dicom:
             raise ConfigError("--dicom-source must be a DICOM series or file", path=dicom_source)
-    run = _Run(ckpt, tta_flip, device, source_image, progress)
+    run = _Run(ckpt, tta_flip, device, source_image, progress, infer, probabilities)
     if ckpt is not None:  # fail once, up front, not once per case
         from medseg.infer import Predictor
 
-        run.predictors["given"] = Predictor.from_checkpoint(ckpt, tta_flip=tta_flip, device=device)
+        run.predictors["given"] = Predictor.from_checkpoint(ckpt, tta_flip=tta_flip, device=device, infer=infer)
     out.mkdir(parents=True, exist_ok=True)
     cleaned = _clean_stale_temporaries(out)
     if cleaned:

@@ -310,14 +310,26 @@ class Predictor:
         *,
         task: str = "cxr",
         device: str = "auto",
+        infer: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Predictor:
-        """Load a checkpoint folder; ``path=None`` loads the model shipped for ``task``."""
+        """Load a checkpoint folder; ``path=None`` loads the model shipped for ``task``.
+
+        ``infer`` overrides the checkpoint's ``infer.*`` settings (e.g. ``{"spacing_mm": 1.5,
+        "window": "sliding"}``); they are validated like any config (``ConfigError`` naming the key).
+        """
         from medseg.models import load_checkpoint
 
         folder = Path(path) if path is not None else shipped_checkpoint(task)
         loaded = load_checkpoint(folder, device="cpu")
-        return cls(loaded.model, loaded.config, device=device, name=folder.name, **kwargs)
+        config = loaded.config
+        if infer:
+            from medseg.config import config_from_dict, config_to_dict
+
+            data = config_to_dict(config)
+            data["infer"] = {**data["infer"], **infer}
+            config = config_from_dict(data).validate()
+        return cls(loaded.model, config, device=device, name=folder.name, **kwargs)
 
     @property
     def task(self) -> str:

@@ -256,7 +256,7 @@ def select_cases(
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(work_dir) if work_dir else Path(tmp)
         batch = predict([], target, checkpoint=checkpoint, formats=(), cases=cases, tta_flip=True,
-                        on_prediction=hook, device=device)
+                        on_prediction=hook, device=device, probabilities=True)
     scored = [r for r in batch.results if r.status in ("ok", "empty")]
     for r in batch.results:
         if r.status == "error":

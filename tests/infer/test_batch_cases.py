@@ -283,3 +283,17 @@ def test_cli_naming_device_version_progress_and_notes(tmp_path: Path, tiny_cxr_c
     rows = _rows(out / "summary.csv")
     assert "implausible" in rows[dicom_name]["warnings"] and "no DICOM source" in rows["film"]["warnings"]
     assert main(["predict", str(src), "--out", str(tmp_path / "o2"), "--naming", "pid"]) == 2
+
+
+def test_cli_inference_knobs_reach_the_model_and_are_validated(tmp_path: Path, tiny_ct_checkpoint: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    ct = read_image(CT_DICOM)
+    vol = write_image(Image(np.asarray(ct.array)[:4], ct.affine, modality="CT"), tmp_path / "ct.nii.gz")
+    base = ["predict", str(vol), "-m", str(tiny_ct_checkpoint), "--format", "mask"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--spacing-mm", "8", "--window", "sliding",
+                 "--batch-size", "2", "--precision", "fp32", "--no-body-crop"]) == 0
+    assert read_image(tmp_path / "a" / "ct" / "labels.nii.gz", kind="label").shape == (4, 512, 512)
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "b"), "--batch-size", "0"]) == 2
+    assert "infer.batch_size" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "c"), "--window", "tiles"]) == 2
