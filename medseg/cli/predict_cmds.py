@@ -28,8 +28,7 @@ def run_predict(inputs: list[Path], out: Path | None, **options: object) -> int:
         raise ConfigError("no images or DICOM series found", path=", ".join(map(str, inputs)),
                           hint="point at image files, DICOM folders or folders of studies")
     with case_progress(len(found.cases)) as hooks:
-        result = predict(inputs, out, cases=found.cases if options.get("naming", "stem") == "stem" else None,
-                         **options, **hooks)  # type: ignore[arg-type]
+        result = predict(inputs, out, cases=found.cases, **options, **hooks)  # type: ignore[arg-type]
     done = sum(r.status in ("ok", "empty", "skipped") for r in result.results)
     console().print(f"{done}/{len(result.results)} cases done, {result.n_failed} failed; outputs in {out}; "
                     f"summary: {result.summary_csv}", markup=False)

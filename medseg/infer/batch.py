@@ -166,6 +166,11 @@ def _unique(cases: list[tuple[Case, str]]) -> list[Case]:
     return out
 
 
+def _check_naming(naming: str) -> None:
+    if naming not in ("stem", "dicom"):
+        raise ConfigError(f"unknown naming {naming!r}", path="--naming", hint="use stem or dicom")
+
+
 def _dicom_name(first_file: Path, fallback: str) -> str:
     """``PatientID_StudyDate_S<SeriesNumber>`` from the first file's header (fallback when missing)."""
     import pydicom
@@ -235,6 +240,7 @@ def discover(
     """
     from medseg.io import list_series
 
+    _check_naming(naming)
     out = Path(out_dir) if out_dir is not None else None
     pairs: list[tuple[Case, str]] = []
     notes: list[str] = []
@@ -348,7 +354,7 @@ def _clean_stale_temporaries(out: Path) -> int:
     return n
 
 
-def _spacing_note(image: Any, summary: dict[str, dict[str, float]]) -> str | None:
+def _spacing_note(image: Any) -> str | None:
     """A warning when a radiograph's pixel spacing gives an implausible chest field of view."""
     if image.ndim != 2 or not image.spacing_known:
         return None
@@ -406,7 +412,7 @@ def _predict_case(case: Case, run: _Run, out_dir: Path, formats: Sequence[str], 
     dicom_source = image if image.source.is_dicom else run.dicom_source
     if "seg" in formats and dicom_source is None:
         warnings.append("no DICOM source to refer to: wrote a mask file instead of DICOM-SEG")
-    note = _spacing_note(image, pred.summary)
+    note = _spacing_note(image)
     if note:
         warnings.append(note)
     protect = tuple(Path(p) for p in image.source.files) + (
@@ -483,8 +489,7 @@ def predict(
     fmts = resolve_formats(formats)
     if layout not in ("folder", "flat"):
         raise ConfigError(f"unknown layout {layout!r}", path="--layout", hint="use folder or flat")
-    if naming not in ("stem", "dicom"):
-        raise ConfigError(f"unknown naming {naming!r}", path="--naming", hint="use stem or dicom")
+    _check_naming(naming)
     if suffix_of(out) in writable_suffixes(labels=True) or out.is_file():
         raise ConfigError("--out must be a folder, not a file name", path=out,
                           hint="give a folder; each case writes its files inside it")
@@ -493,10 +498,8 @@ def predict(
     if cases is not None:
         all_cases = list(cases)
     else:
-        found = discover(inputs, out_dir=out)
+        found = discover(inputs, out_dir=out, naming=naming)
         all_cases, notes = found.cases, found.notes
-        if naming != "stem":
-            all_cases = discover(inputs, out_dir=out, naming=naming).cases
     if not all_cases and cases is None:
         raise ConfigError("no images or DICOM series found", path=", ".join(map(str, inputs)),
                           hint="point at image files, DICOM folders or folders of studies")
