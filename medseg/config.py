@@ -183,6 +183,10 @@ class InferConfig:
     max_whole_px: int = 1024 * 1024
     #: CT: axial slices prepared, inferred, restored and labelled together (bounds memory)
     chunk_slices: int = 16
+    #: radiographs: labels are decided and post-processed on a grid of at most this many pixels on
+    #: its longer side, then only the boundaries are refined at the input's full resolution
+    #: (bilinear probabilities, restricted to the labels decided there); 0 = all at full resolution
+    decision_px: int = 512
     #: CT, whole-slice windows: run the network only on the body's bounding box (voxels above
     #: ``body_hu``, + 16 px, per chunk of slices); outside it the output is background
     body_crop: bool = True
@@ -367,6 +371,8 @@ def _check_ranges(cfg: Config) -> None:
     _check("infer.spacing_mm", i.spacing_mm, 0.0, 100.0, hint="0 = the training spacing data.spacing_mm")
     _check("infer.max_whole_px", i.max_whole_px, 1)
     _check("infer.chunk_slices", i.chunk_slices, 1)
+    if i.decision_px != 0:
+        _check("infer.decision_px", i.decision_px, 64, hint="0 = decide at full resolution")
     _check("detect.threshold", cfg.detect.threshold, 0.0, 1.0, low_open=True)
     _check("detect.min_diameter_mm", cfg.detect.min_diameter_mm, 0.0, 500.0)
     _check("detect.lung_margin_mm", cfg.detect.lung_margin_mm, 0.0, 500.0)

@@ -7,12 +7,14 @@ In one run, side by side, each measurement in its own subprocess (wall time + pe
 * a 512x512x300 CT built from the real LUNG1-002 slices (``../shared/data``; the 111 slices
   mirrored back and forth to 300, written as an uncompressed NIfTI),
 * the real planning CTs LUNG1-002 and LUNG1-003 (512x512x111 / x107, 3 mm),
-* a real 2000x2000 chest X-ray (``cxr_lung_v7_covid``),
+* a real 2000x2000 chest X-ray (``cxr_lung_v7_covid``), as its JPEG and as a DICOM radiograph built
+  from its pixels (16-bit, uncompressed, 0.2 mm; header from the SIIM sample in ``cxr_dicom``),
 
 it times
 
 * ``e2e``: ``read_image`` -> ``Predictor.predict`` (shipped model, current defaults) -> labels written
-  (NIfTI; for the radiograph label PNG + overlay PNG); the model load is reported apart;
+  (NIfTI; for the JPEG radiograph label PNG + overlay PNG; for the DICOM radiograph DICOM-SEG +
+  overlay PNG); the model load is reported apart;
 * ``sliding``: the same with the previous default grid (``infer.window=sliding``: overlapping
   ``data.image_size`` windows at the training spacing, Gaussian blending) - the "before" (on LUNG1-003
   only unless ``--sliding-all``);
@@ -114,8 +116,12 @@ def work_e2e(path: Path, task: str, device: str, overrides: list[str], out: Path
         write_image(pred.labels, out / "labels.nii.gz")
     else:
         from medseg.export import overlay_png
+        from medseg.io import write_label_map
 
-        write_image(pred.labels, out / "labels.png")
+        if image.source.is_dicom:
+            write_label_map(pred.labels, out / "seg.dcm", source=image, label_names=pred.label_names)
+        else:
+            write_image(pred.labels, out / "labels.png")
         overlay_png(image, pred.labels, out / "overlay.png", label_names=pred.label_names)
     total = time.perf_counter() - t
     res: dict[str, Any] = {"seconds": total, "read_s": t_read, "predict_s": t_pred, "write_s": total - t_read - t_pred,
@@ -295,6 +301,29 @@ def build_ct(out: Path, n_slices: int) -> Path:
     return write_image(Image(arr, src.affine, modality="CT"), out / f"ct_{n_slices}.nii")
 
 
+def build_cxr_dicom(out: Path) -> Path:
+    """The 2000x2000 film as a 16-bit uncompressed DICOM radiograph (0.2 mm), SIIM sample header."""
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from medseg.io import read_image
+
+    pixels = np.asarray(read_image(CXR).array)
+    ds = pydicom.dcmread(SHARED / "cxr_dicom" / "siim_cr_chest_pa.dcm")
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID, ds.StudyInstanceUID = generate_uid(), generate_uid()
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PhotometricInterpretation, ds.SamplesPerPixel = "MONOCHROME2", 1
+    ds.PixelSpacing = [0.2, 0.2]
+    ds.PatientOrientation = ["L", "F"]
+    ds.PixelData = (pixels.astype(np.float32) * (4095.0 / max(1.0, float(pixels.max())))).astype(np.uint16).tobytes()
+    path = out / "cxr_2000.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def run_one(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     t = time.perf_counter()
@@ -344,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-sliding", action="store_true", help="no 'sliding' (before) run at all")
     ap.add_argument("--all-variants", action="store_true",
                     help="plain-grid / bf16 / contiguous passes on every case, not only LUNG1-003")
-    ap.add_argument("--cases", default="big,LUNG1-003,LUNG1-002,cxr")
+    ap.add_argument("--cases", default="big,LUNG1-003,LUNG1-002,cxr,cxr-dicom")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--precision", action="store_true",
@@ -369,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
                 cases.append((f"CT 512x512x{args.slices} (LUNG1-002 slices)", build_ct(Path(tmp), args.slices), "ct"))
             elif name == "cxr":
                 cases.append(("CXR 2000x2000 (v7 covid 00870a9c)", CXR, "cxr"))
+            elif name == "cxr-dicom":
+                cases.append(("CXR 2000x2000 DICOM (same film) -> SEG", build_cxr_dicom(Path(tmp)), "cxr"))
             else:
                 cases.append((f"CT {name} (512x512, 3 mm)", NSCLC / name / "ct.nii.gz", "ct"))
         for label, path, task in cases:
@@ -432,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             "## Prediction speed\n\n"
             "`nice -n 10 python scripts/bench_predict.py` (issue #17): each row is its own process (peak RSS = "
             "`ru_maxrss`). *e2e* = `read_image` -> `Predictor.predict` (shipped model, defaults) -> labels written "
-            "(NIfTI; radiograph: label PNG + overlay PNG), model load excluded; *sliding (before)* = the same "
+            "(NIfTI; JPEG radiograph: label PNG + overlay PNG; DICOM radiograph: DICOM-SEG + overlay PNG), model load excluded; *sliding (before)* = the same "
             "with the previous grid (`infer.window=sliding`: overlapping 256x256 windows at 1 mm, Gaussian "
             "blending); *plain* = the network alone, one forward per slice, fp32, batch 8, channels_last, "
             "inputs ready beforehand (*plain 256*: the slice resized to 256x256; *plain grid*: on the grid e2e "

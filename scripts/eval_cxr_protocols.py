@@ -14,7 +14,9 @@ to the cached argmax:
 * ``basic``    - ``postprocess_labels(..., anatomy=False)``: side naming, largest component per lung,
   hole filling (the post-processing of the earlier releases);
 * ``anatomy``  - ``postprocess_labels(...)`` with its defaults, i.e. the anatomy-aware radiograph
-  rules on top (what ``medseg predict`` ships).
+  rules on top, applied at the image's full resolution;
+* ``shipped``  - ``Predictor.predict(image).labels``: what ``medseg predict`` writes (the same rules
+  applied on the decision grid, ``infer.decision_px``, boundaries refined at full resolution).
 
 Metrics per image: Dice of the right and left lung, and the **below-diaphragm leak**: the share of
 the predicted lung (both lungs) that lies below the reference lung's lowest row on its own side
@@ -41,7 +43,7 @@ from medseg.metrics import dice
 
 HERE = Path(__file__).resolve().parents[1]
 NAMES = {1: "right lung", 2: "left lung"}
-VARIANTS = ("raw", "basic", "anatomy")
+VARIANTS = ("raw", "basic", "anatomy", "shipped")
 
 
 def leak_px(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int]:
@@ -59,7 +61,9 @@ def leak_px(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int]:
     return below, total
 
 
-def variant(name: str, raw: np.ndarray, image: Image) -> np.ndarray:
+def variant(name: str, raw: np.ndarray, image: Image, shipped: np.ndarray) -> np.ndarray:
+    if name == "shipped":
+        return shipped
     if name == "raw":
         return raw
     if name == "basic":
@@ -67,21 +71,26 @@ def variant(name: str, raw: np.ndarray, image: Image) -> np.ndarray:
     return postprocess_labels(raw, image, NAMES)
 
 
-def cached_argmax(model: str, checkpoint: Path, entry: ManifestEntry, cache: Path, predictors: dict) -> np.ndarray:
+def cached_argmax(model: str, checkpoint: Path, entry: ManifestEntry, cache: Path,
+                  predictors: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(raw argmax on the image grid, the Predictor's shipped labels)."""
     out = cache / model / f"{entry.image.stem}__{entry.label.name if entry.label else ''}.npz"
     if out.is_file():
-        return np.load(out)["labels"]
+        with np.load(out) as f:
+            if "shipped" in f:
+                return f["labels"], f["shipped"]
     if model not in predictors:
         from medseg.infer import Predictor
 
         predictors[model] = Predictor.from_checkpoint(checkpoint, task="cxr", device="cpu")
     pred = predictors[model].predict(read_image(entry.image))
     labels = pred.probabilities.argmax(axis=0).astype(np.uint8)
+    shipped = np.asarray(pred.labels.array, dtype=np.uint8)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, labels=labels)
+    np.savez_compressed(tmp, labels=labels, shipped=shipped)
     tmp.replace(out)
-    return labels
+    return labels, shipped
 
 
 def evaluate(models: dict[str, Path], protocol: str, cache: Path, variants: tuple[str, ...]) -> list[dict]:
@@ -94,9 +103,9 @@ def evaluate(models: dict[str, Path], protocol: str, cache: Path, variants: tupl
         ref = np.asarray(read_image(e.label, kind="label").array) if e.label else None
         assert ref is not None
         for model, ckpt in models.items():
-            raw = cached_argmax(model, ckpt, e, cache, predictors)
+            raw, shipped = cached_argmax(model, ckpt, e, cache, predictors)
             for v in variants:
-                lab = variant(v, raw, image)
+                lab = variant(v, raw, image, shipped)
                 below, total = leak_px(lab, ref)
                 rows.append({"protocol": protocol, "model": model, "variant": v, "image": e.image.stem,
                              "patient": e.patient, "dice_right": dice(lab == 1, ref == 1),

@@ -92,7 +92,8 @@ def overlay_png(
     else:
         fig = _ct_figure(image, labels, values, label_names, colour_of, window, size, n_slices)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=_DPI, facecolor=fig.get_facecolor())
+        # zlib level 1: the default (6) spent 0.3 s of a 0.6 s radiograph overlay for ~15 % smaller files
+        fig.savefig(tmp, format="png", dpi=_DPI, facecolor=fig.get_facecolor(), pil_kwargs={"compress_level": 1})
     log.info("%s: overlay of %d label(s)", path, len(values))
     return path
 
@@ -145,7 +146,6 @@ def _radiograph_figure(
     size: tuple[int, int] | None,
 ) -> Figure:
     array = np.asarray(image.array, dtype=np.float32)
-    low, high = _display_range(array, image.modality, window)
     sx, sy = image.spacing
     rows, cols = image.shape
     width_mm, height_mm = cols * sx, rows * sy
@@ -155,8 +155,17 @@ def _radiograph_figure(
     fig = Figure(figsize=(size[0] / _DPI, size[1] / _DPI), dpi=_DPI, facecolor="black")
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.set_facecolor("black")
+    label_array = np.asarray(labels.array)
+    # a film larger than the picture is averaged down first (f x f blocks; labels: the block's
+    # centre pixel): drawing and contouring 2000 x 2000 pixels into a 1024 px PNG took ~1 s
+    f = max(1, round(min(rows / max(1, size[1]), cols / max(1, size[0]))))
+    if f >= 2:
+        r, c = rows // f * f, cols // f * f
+        array = array[:r, :c].reshape(r // f, f, c // f, f).mean(axis=(1, 3), dtype=np.float32)
+        label_array = label_array[f // 2 : r : f, f // 2 : c : f]
+    low, high = _display_range(array, image.modality, window)
     ax.imshow(array, cmap="gray", vmin=low, vmax=high, aspect=sy / sx, interpolation="bilinear")
-    _draw_contours(ax, np.asarray(labels.array), values, colour_of, width=max(1.5, size[0] / 400))
+    _draw_contours(ax, label_array, values, colour_of, width=max(1.5, size[0] / 400))
     ax.set_axis_off()
     left, right = _radiograph_sides(image)
     fontsize = max(10, size[0] // 50)

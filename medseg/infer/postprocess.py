@@ -32,6 +32,8 @@ __all__ = [
     "patient_left_sign",
     "summarise_labels",
     "remove_subdiaphragmatic_gas",
+    "decision_shape",
+    "refine_labels",
 ]
 
 
@@ -210,6 +212,72 @@ def postprocess_labels(
         if fill_holes:
             filled = _fill_holes(mask)
             out[filled & (out == 0)] = v
+    return out
+
+
+def decision_shape(shape: tuple[int, int], max_px: int) -> tuple[int, int]:
+    """The grid ``(y, x)`` on which a radiograph of ``shape`` is labelled: its longer side at most
+    ``max_px`` (aspect kept); ``shape`` itself when it is small enough or ``max_px`` is 0."""
+    longest = max(shape)
+    if max_px <= 0 or longest <= max_px:
+        return (int(shape[0]), int(shape[1]))
+    return (max(1, round(shape[0] * max_px / longest)), max(1, round(shape[1] * max_px / longest)))
+
+
+def _bilinear_at(probs: np.ndarray, size: tuple[int, int], ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """``probs`` ``(K, h, w)`` resized bilinearly to ``size`` (``align_corners=False``, no
+    anti-aliasing: torch ``interpolate``), evaluated only at the output pixels ``(ys, xs)``:
+    ``(K, n)``. Hand-written: torch/MONAI resize whole grids, here only a boundary band is needed."""
+    _, h, w = probs.shape
+
+    def taps(idx: np.ndarray, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src = np.maximum((idx + 0.5) * (n_in / n_out) - 0.5, 0.0)
+        i0 = np.minimum(src.astype(np.int64), n_in - 1)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        return i0, i1, (src - i0).astype(np.float32)
+
+    y0, y1, ly = taps(ys, h, size[0])
+    x0, x1, lx = taps(xs, w, size[1])
+    top = probs[:, y0, x0] * (1 - lx) + probs[:, y0, x1] * lx
+    bottom = probs[:, y1, x0] * (1 - lx) + probs[:, y1, x1] * lx
+    return np.asarray(top * (1 - ly) + bottom * ly, dtype=np.float32)
+
+
+def refine_labels(decided: np.ndarray, probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Labels decided on a coarse grid -> the full grid ``size``, boundaries from the probabilities.
+
+    Args:
+        decided: uint8 ``(h', w')`` post-processed labels on the decision grid
+            (:func:`decision_shape`).
+        probs: float ``(K, h, w)`` class probabilities on the network grid.
+        size: the input's grid ``(H, W)``.
+
+    Returns uint8 ``(H, W)``. Away from label boundaries each pixel takes its decision-grid label
+    (nearest neighbour). Within one decision pixel of a boundary it takes the class of highest
+    bilinearly restored probability **among the labels present in the 3 x 3 decision-grid
+    neighbourhood**, so the boundary is as sharp as a full-resolution argmax while everything the
+    post-processing removed, filled or renamed stays so. Costs ~the boundary band, not ``H x W x K``.
+    """
+    h2, w2 = decided.shape
+    if (h2, w2) == tuple(size):
+        return decided.astype(np.uint8, copy=True)
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * (h2 / size[0])).astype(np.int64), h2 - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * (w2 / size[1])).astype(np.int64), w2 - 1)
+    out = decided.astype(np.uint8).take(rows, axis=0).take(cols, axis=1)
+    square = np.ones((3, 3), bool)
+    edge = ndimage.grey_dilation(decided, footprint=square) != ndimage.grey_erosion(decided, footprint=square)
+    if not edge.any():
+        return out
+    band = edge.take(rows, axis=0).take(cols, axis=1)
+    ys, xs = np.nonzero(band)
+    p = _bilinear_at(np.asarray(probs, dtype=np.float32), size, ys, xs)
+    near_rows, near_cols = rows[ys], cols[xs]
+    allowed = np.zeros(p.shape, bool)
+    for c in range(p.shape[0]):
+        near_c = ndimage.binary_dilation(decided == c, structure=square)
+        allowed[c] = near_c[near_rows, near_cols]
+    p[~allowed] = -1.0
+    out[ys, xs] = np.argmax(p, axis=0).astype(np.uint8)
     return out
 
 

@@ -47,7 +47,7 @@ import torch
 from medseg.config import Config
 from medseg.errors import CheckpointError, ConfigError, InputError
 from medseg.image import Image
-from medseg.infer.postprocess import postprocess_labels, summarise_labels
+from medseg.infer.postprocess import decision_shape, postprocess_labels, refine_labels, summarise_labels
 from medseg.structures import LabelMap
 from medseg.utils import resolve_device
 
@@ -162,6 +162,20 @@ def _argmax_classes(probs: torch.Tensor) -> torch.Tensor:
         idx.masked_fill_(better, c)
         torch.maximum(best, probs[:, c], out=best)
     return idx
+
+
+def _resized_radiograph(image: Image, grid: tuple[int, int]) -> Image:
+    """``image`` (``(y, x)``) averaged down to ``grid`` (area interpolation), same field of view,
+    provenance and orientation: what the post-processing looks at on the decision grid."""
+    if tuple(image.shape) == tuple(grid):
+        return image
+    arr = torch.from_numpy(np.array(image.array, dtype=np.float32))[None, None]
+    small = torch.nn.functional.interpolate(arr, size=grid, mode="area")[0, 0].numpy()
+    scale = np.array([image.shape[1] / grid[1], image.shape[0] / grid[0]])
+    affine = np.array(image.affine, dtype=np.float64)
+    affine[:2, 2] = affine[:2, 2] + affine[:2, :2] @ ((scale - 1.0) / 2.0)
+    affine[:2, :2] = affine[:2, :2] * scale[None, :]
+    return Image(small, affine, image.kind, image.modality, image.source)
 
 
 def _fit32(lo: int, hi: int, n: int) -> tuple[int, int]:
@@ -492,16 +506,10 @@ class Predictor:
         hook = progress if progress is not None else self.progress
         with torch.inference_mode():
             if self.task == "cxr":
-                raw, probs, uncertainty = self._predict_radiograph(image, return_probabilities, hook)
+                labels_arr, probs, uncertainty = self._predict_radiograph(image, return_probabilities, hook)
             else:
                 raw, probs, uncertainty = self._predict_volume(image, return_probabilities, hook)
-        labels_arr = postprocess_labels(
-            raw,
-            image,
-            self.label_names,
-            keep_largest=self.config.infer.keep_largest,
-            fill_holes=self.config.infer.fill_holes,
-        )
+                labels_arr = self._postprocess(raw, image)
         labels = Image(labels_arr.astype(np.uint8, copy=False), image.affine, "label", image.modality, image.source)
         seconds = time.perf_counter() - t0
         log.info("predicted %s %s in %.2f s", image.source.path or "image", image.shape, seconds)
@@ -536,20 +544,46 @@ class Predictor:
         full.add_(full_flipped).mul_(0.5)
         return full, _argmax_classes(full)
 
+    def _postprocess(self, raw: np.ndarray, image: Image) -> np.ndarray:
+        return postprocess_labels(
+            raw,
+            image,
+            self.label_names,
+            keep_largest=self.config.infer.keep_largest,
+            fill_holes=self.config.infer.fill_holes,
+        )
+
     def _predict_radiograph(
         self, image: Image, keep: bool, hook: ProgressHook | None
     ) -> tuple[np.ndarray, np.ndarray | None, dict[str, float]]:
+        """Labels ``(y, x)`` on the input grid, optional probabilities ``(K, y, x)``, uncertainty.
+
+        Labels are decided, post-processed and summarised for uncertainty on the decision grid
+        (:func:`~medseg.infer.postprocess.decision_shape`, ``infer.decision_px``); only the
+        boundary band is then restored at full resolution (:func:`refine_labels`): a 2000 x 2000
+        film never gets ``K`` full-resolution probability maps unless they are asked for.
+        """
         from medseg.data.preprocess import prepare_inputs
 
         prepared = prepare_inputs(image, self.config)
         probs, flipped = self._infer(prepared.tensor, self._whole(prepared.grid_shape))
+        size = (image.shape[0], image.shape[1])
+        grid = decision_shape(size, int(self.config.infer.decision_px))
         stats = _UncertaintyStats(probs.shape[1], flipped is not None)
-        full, arg = self._restore(probs, flipped, (image.shape[0], image.shape[1]), stats)
+        decided_probs, arg = self._restore(probs, flipped, grid, stats)
         raw = arg[0].cpu().numpy()
-        kept = full[0].cpu().numpy().astype(np.float32, copy=False) if keep else None
+        labels = self._postprocess(raw, _resized_radiograph(image, grid))
+        if grid != size:
+            net = probs if flipped is None else (probs + flipped) * 0.5
+            labels = refine_labels(labels, net[0].float().cpu().numpy(), size)
+        kept = None
+        if keep:
+            full = decided_probs if grid == size else self._restore(probs, flipped, size, _UncertaintyStats(
+                probs.shape[1], flipped is not None))[0]
+            kept = full[0].cpu().numpy().astype(np.float32, copy=False)
         if hook is not None:
             hook(1, 1)
-        return raw, kept, stats.result()
+        return labels, kept, stats.result()
 
     def _predict_volume(
         self, image: Image, keep: bool, hook: ProgressHook | None
