@@ -19,10 +19,12 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from medseg.errors import CheckpointError, ConfigError, MedsegError
 from medseg.export.outputs import (
@@ -390,13 +392,28 @@ class _Run:
         return self.predictors[key]
 
 
-def _predict_case(case: Case, run: _Run, out_dir: Path, formats: Sequence[str], layout: Layout,
-                  on_prediction: PredictionHook | None) -> CaseResult:
-    from medseg.infer import task_for_image
+@dataclass
+class _Predicted:
+    """A case between the network and its writers (the pipeline's hand-over)."""
+
+    case: Case
+    t0: float
+    ctx: CaseContext
+    pred: Any
+    warnings: list[str]
+    extra: dict[str, Any]
+
+
+def _read_case(case: Case) -> Any:
     from medseg.io import read_image
 
-    t0 = time.perf_counter()
-    image = read_image(case.path, series_uid=case.series_uid)
+    return read_image(case.path, series_uid=case.series_uid)
+
+
+def _infer_case(case: Case, image: Any, t0: float, run: _Run, formats: Sequence[str],
+                on_prediction: PredictionHook | None) -> _Predicted:
+    from medseg.infer import task_for_image
+
     predictor = run.predictor(task_for_image(image))
     kwargs: dict[str, Any] = {}
     params = inspect.signature(predictor.predict).parameters
@@ -406,8 +423,7 @@ def _predict_case(case: Case, run: _Run, out_dir: Path, formats: Sequence[str], 
         kwargs["progress"] = lambda done, total: run.progress(case, done, total)  # type: ignore[misc]
     pred = predictor.predict(image, **kwargs)
     warnings: list[str] = []
-    empty = not pred.labels.array.any()
-    if empty:
+    if not pred.labels.array.any():
         warnings.append("empty prediction: nothing segmented, no DICOM-SEG written")
     dicom_source = image if image.source.is_dicom else run.dicom_source
     if "seg" in formats and dicom_source is None:
@@ -419,16 +435,46 @@ def _predict_case(case: Case, run: _Run, out_dir: Path, formats: Sequence[str], 
         (Path(image.source.path),) if image.source.path else ()) + ((case.path,) if case.path.is_file() else ())
     ctx = CaseContext(image=image, labels=pred.labels, label_names=pred.label_names, model_name=predictor.name,
                       dicom_source=dicom_source, protect=protect)
-    written = write_case_outputs(ctx, out_dir, case.name, formats, layout)
     extra = on_prediction(case, image, pred) if on_prediction is not None else {}
-    for w in warnings:  # INFO: the warning travels in the result/summary row; the CLI prints it once
-        log.info("%s: %s", case.name, w)
+    return _Predicted(case, t0, ctx, pred, warnings, extra)
+
+
+def _write_case(done: _Predicted, out_dir: Path, formats: Sequence[str], layout: Layout) -> CaseResult:
+    written = write_case_outputs(done.ctx, out_dir, done.case.name, formats, layout)
+    for w in done.warnings:  # INFO: the warning travels in the result/summary row; the CLI prints it once
+        log.info("%s: %s", done.case.name, w)
+    pred = done.pred
     return CaseResult(
-        case=case.name, input=str(case.path), status="empty" if empty else "ok",
-        message="; ".join(warnings), seconds=time.perf_counter() - t0,
+        case=done.case.name, input=str(done.case.path), status="ok" if pred.labels.array.any() else "empty",
+        message="; ".join(done.warnings), seconds=time.perf_counter() - done.t0,
         outputs=[str(p) for p in written.values()], summary=pred.summary, uncertainty=pred.uncertainty,
-        extra=extra, warnings=warnings, files={k: str(v) for k, v in written.items()},
+        extra=done.extra, warnings=done.warnings, files={k: str(v) for k, v in written.items()},
     )
+
+
+def _on_gpu(run: _Run, cases: Sequence[Case], skip: Sequence[bool]) -> bool:
+    """Whether this batch's network runs on a GPU (the loaded predictor's device, else ``run.device``)."""
+    if run.predictors:
+        return any(getattr(p, "device", None) is not None and p.device.type == "cuda" for p in run.predictors.values())
+    from medseg.utils import resolve_device
+
+    return not all(skip) and resolve_device(run.device).startswith("cuda")
+
+
+_T = TypeVar("_T")
+
+
+def _guarded(case: Case, step: Callable[[], _T]) -> _T | CaseResult:
+    """Run one case's step; any failure becomes that case's error row (a batch never aborts)."""
+    try:
+        return step()
+    except MedsegError as e:
+        log.info("%s: %s", case.name, e)
+        return CaseResult(case.name, str(case.path), "error", str(e))
+    except Exception as e:  # noqa: BLE001 - one bad case must never abort the batch
+        log.debug("%s: unexpected error", case.name, exc_info=True)
+        return CaseResult(case.name, str(case.path), "error",
+                          f"{case.path}: unexpected {type(e).__name__}: {e}. Fix: report this as a bug")
 
 
 def predict(
@@ -451,6 +497,7 @@ def predict(
     dicom_source: str | PathLike[str] | None = None,
     infer: dict[str, Any] | None = None,
     probabilities: bool = False,
+    prefetch: bool | None = None,
 ) -> BatchResult:
     """Predict every case found in ``inputs`` and write the requested outputs under ``out_dir``.
 
@@ -477,6 +524,10 @@ def predict(
         infer: overrides of the model's ``infer.*`` settings (``spacing_mm``, ``window``,
             ``batch_size``, ``precision``, ``body_crop``, ...), validated like any config.
         probabilities: keep full class probabilities in each prediction (for hooks that need them).
+        prefetch: read the next case and write the previous one in background threads while the
+            network runs (results, records and ``on_case`` calls stay in case order). ``None``
+            (default): on when the model runs on a GPU; on a CPU the threads would compete with
+            the network for the same cores.
 
     Returns:
         :class:`BatchResult`; ``exit_code`` is 0 when all cases succeeded, 1 when some failed.
@@ -525,26 +576,9 @@ def predict(
     if cleaned:
         log.info("%s: removed %d temporary file(s) left by an interrupted run", out, cleaned)
     results: list[CaseResult] = []
-    for index, case in enumerate(all_cases):
-        if on_start is not None:
-            on_start(case, index, len(all_cases))
-        if skip_existing and is_complete(out, case.name, fmts, str(case.path)):
-            rec = read_record(out, case.name)
-            res = CaseResult(case.name, str(case.path), "skipped", "outputs exist",
-                             outputs=[str(out / p) for p in rec.outputs.values()] if rec else [],
-                             summary=rec.summary if rec else {}, uncertainty=rec.uncertainty if rec else {},
-                             extra=rec.extra if rec else {},
-                             files={k: str(out / v) for k, v in rec.outputs.items()} if rec else {})
-        else:
-            try:
-                res = _predict_case(case, run, out, fmts, layout, on_prediction)
-            except MedsegError as e:
-                log.info("%s: %s", case.name, e)
-                res = CaseResult(case.name, str(case.path), "error", str(e))
-            except Exception as e:  # noqa: BLE001 - one bad case must never abort the batch
-                log.debug("%s: unexpected error", case.name, exc_info=True)
-                res = CaseResult(case.name, str(case.path), "error",
-                                 f"{case.path}: unexpected {type(e).__name__}: {e}. Fix: report this as a bug")
+
+    def finish(res: CaseResult) -> None:
+        if res.status != "skipped":
             write_record(out, CaseRecord(
                 case=res.case, input=res.input, status=res.status, message=res.message, seconds=res.seconds,
                 formats=fmts if res.status != "error" else [],
@@ -554,6 +588,65 @@ def predict(
         results.append(res)
         if on_case is not None:
             on_case(res)
+
+    skip = [skip_existing and is_complete(out, c.name, fmts, str(c.path)) for c in all_cases]
+    if prefetch is None:
+        prefetch = bool(all_cases) and _on_gpu(run, all_cases, skip)
+    # pipeline (GPU): the next case is read and the previous one written in background threads while
+    # the network runs; results and records stay in case order
+    reader = ThreadPoolExecutor(1, thread_name_prefix="medseg-read") if prefetch else None
+    writer = ThreadPoolExecutor(1, thread_name_prefix="medseg-write") if prefetch else None
+    reads: dict[int, Future[Any]] = {}
+    writing: tuple[Case, Future[CaseResult]] | None = None
+
+    def flush() -> None:
+        nonlocal writing
+        if writing is not None:
+            case_w, fut = writing
+            writing = None
+            finish(_guarded(case_w, fut.result))
+
+    def read_ahead(after: int) -> None:
+        nxt = next((j for j in range(after + 1, len(all_cases)) if not skip[j]), None)
+        if reader is not None and nxt is not None and nxt not in reads:
+            reads[nxt] = reader.submit(_read_case, all_cases[nxt])
+
+    try:
+        for index, case in enumerate(all_cases):
+            if on_start is not None:
+                on_start(case, index, len(all_cases))
+            if skip[index]:
+                flush()
+                rec = read_record(out, case.name)
+                finish(CaseResult(case.name, str(case.path), "skipped", "outputs exist",
+                                  outputs=[str(out / p) for p in rec.outputs.values()] if rec else [],
+                                  summary=rec.summary if rec else {}, uncertainty=rec.uncertainty if rec else {},
+                                  extra=rec.extra if rec else {},
+                                  files={k: str(out / v) for k, v in rec.outputs.items()} if rec else {}))
+                continue
+            t0 = time.perf_counter()
+            pending = reads.pop(index, None)
+            read_ahead(index)
+
+            def infer_step(case: Case = case, pending: Future[Any] | None = pending, t0: float = t0) -> _Predicted:
+                image = pending.result() if pending is not None else _read_case(case)
+                return _infer_case(case, image, t0, run, fmts, on_prediction)
+
+            done = _guarded(case, infer_step)
+            if isinstance(done, CaseResult):  # the case failed before writing
+                flush()
+                finish(done)
+                continue
+            if writer is None:
+                finish(_guarded(case, partial(_write_case, done, out, fmts, layout)))
+                continue
+            flush()  # at most one case waits for its writer
+            writing = (case, writer.submit(_write_case, done, out, fmts, layout))
+        flush()
+    finally:
+        for pool in (reader, writer):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
     if shard is None:
         summary_csv = merge_summaries(out)
     else:
