@@ -174,6 +174,10 @@ class InferConfig:
     sliding_window_overlap: float = 0.25
     keep_largest: bool = True
     fill_holes: bool = True
+    #: radiographs: cut gas below the diaphragm out of the lungs
+    #: (:func:`medseg.infer.postprocess.remove_subdiaphragmatic_gas`); off for an annotation protocol
+    #: whose lungs legitimately reach below the level of the domes (V7: the lung behind the heart)
+    remove_gas: bool = True
     #: CT in-plane inference grid in mm; 0 = the training grid (``data.spacing_mm``)
     spacing_mm: float = 0.0
     #: ``"whole"``: one forward per slice/radiograph on its whole grid (padded to a multiple of 32);

@@ -236,7 +236,8 @@ def _report(curves: dict[str, dict[int, list[float]]], sizes: list[int], target:
     return "\n".join(lines)
 
 
-def _plot(curves: dict[str, dict[int, list[float]]], sizes: list[int], target: float, path: Path) -> None:
+def _plot(curves: dict[str, dict[int, list[float]]], sizes: list[int], target: float, path: Path,
+          title: str = "Adapting the shipped model's head to the V7 protocol") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -252,7 +253,7 @@ def _plot(curves: dict[str, dict[int, list[float]]], sizes: list[int], target: f
     ax.axhline(target, color="grey", ls="--", lw=0.8)
     ax.set_xlabel("V7 images labelled")
     ax.set_ylabel("validation Dice (V7 protocol, 256 grid)")
-    ax.set_title("Adapting the shipped model's head to the V7 protocol", fontsize=9)
+    ax.set_title(title, fontsize=9)
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,10 @@
 
     python scripts/ship_model.py runs/cxr_lung/checkpoints/best cxr_lung
     python scripts/ship_model.py runs/ct_lung_all/checkpoints/last ct_lung --background-offset 1.0
+    python scripts/ship_model.py runs/cxr_v7/checkpoints/best cxr_lung_v7 --set infer.remove_gas=false
+
+``--set key=value`` changes the shipped config (e.g. the ``infer.*`` defaults the Predictor uses with
+this model), validated like any config override.
 
 ``--background-offset d`` subtracts ``d`` from the bias of the background output channel (the last
 layer is a convolution; everything after it is linear), i.e. labels become ``argmax(logits - [d, 0, ..])``:
@@ -29,12 +33,18 @@ def main() -> None:
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("name")
     ap.add_argument("--background-offset", type=float, default=0.0)
+    ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     args = ap.parse_args()
     dest = Path(__file__).resolve().parents[1] / "medseg" / "weights" / args.name
     loaded = load_checkpoint(args.checkpoint)
     card = dest / "MODEL_CARD.md"
     card_text = card.read_text() if card.is_file() else None
     model = loaded.model
+    config = loaded.config
+    if args.set:
+        from medseg.config import apply_overrides, config_from_dict, config_to_dict
+
+        config = config_from_dict(apply_overrides(config_to_dict(config), args.set))
     training = dict(loaded.info.get("training") or {})
     if args.background_offset:
         head = dict(model.named_parameters())["segmentation_head.0.bias"]
@@ -44,7 +54,7 @@ def main() -> None:
     for t in list(model.parameters()) + list(model.buffers()):
         if t.is_floating_point():
             t.data = t.data.half()
-    save_checkpoint(dest, model, loaded.config, training=training)
+    save_checkpoint(dest, model, config, training=training)
     if card_text is not None:
         card.write_text(card_text)
     shipped = load_checkpoint(dest)

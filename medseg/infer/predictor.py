@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from medseg.config import Config
 from medseg.errors import CheckpointError, ConfigError, InputError
@@ -466,12 +467,20 @@ class Predictor:
 
     def _body_box(self, image: Image, z0: int, z1: int, grid: tuple[int, int]) -> tuple[int, int, int, int] | None:
         """Grid rows/columns ``(r0, r1, c0, c1)`` holding the body (> ``infer.body_hu``) in slices
-        ``z0:z1``, with a margin of 16 grid pixels; None when cropping is off or finds nothing."""
+        ``z0:z1``, with a margin of 16 grid pixels; None when cropping is off or finds nothing.
+        Separate smaller components of the slab's projection (the couch, a positioning board) are
+        left out when under a quarter of the largest one's area."""
         if not self.config.infer.body_crop:
             return None
-        body = np.asarray(image.array[z0:z1]) > self.config.infer.body_hu
-        rows = np.flatnonzero(body.any(axis=(0, 2)))
-        cols = np.flatnonzero(body.any(axis=(0, 1)))
+        body = (np.asarray(image.array[z0:z1]) > self.config.infer.body_hu).any(axis=0)
+        # the couch is not the body: of the separate components of the chunk's projection keep those of
+        # at least a quarter of the largest one's area (the trunk; the couch only when as large as it)
+        comps, n = ndimage.label(body, structure=np.ones((3, 3), bool))
+        if n > 1:
+            sizes = np.bincount(comps.ravel())[1:]
+            body = np.isin(comps, 1 + np.flatnonzero(sizes >= 0.25 * sizes.max()))
+        rows = np.flatnonzero(body.any(axis=1))
+        cols = np.flatnonzero(body.any(axis=0))
         if rows.size == 0 or cols.size == 0:
             return None
         sy, sx = grid[0] / image.shape[1], grid[1] / image.shape[2]
@@ -551,6 +560,7 @@ class Predictor:
             self.label_names,
             keep_largest=self.config.infer.keep_largest,
             fill_holes=self.config.infer.fill_holes,
+            anatomy=self.config.infer.remove_gas,
         )
 
     def _predict_radiograph(

@@ -262,3 +262,18 @@ def test_body_crop_runs_the_network_on_the_body_only() -> None:
     body = (slice(None), slice(None), slice(120, 200), slice(130, 190))
     np.testing.assert_allclose(cropped.probabilities[body], full.probabilities[body], atol=1e-5)
     assert (cropped.probabilities[0, :, :8, :8] == 1).all()  # outside the box: background
+
+
+def test_body_crop_leaves_out_the_couch_but_not_a_large_second_part() -> None:
+    arr = np.full((4, 320, 320), -1000, np.int16)
+    arr[:, 60:220, 40:280] = 40  # trunk (rows 60-220)
+    arr[:, 250:262, 20:300] = 200  # couch below it, separate, ~9 % of the trunk's area
+    image = Image(arr, np.diag([1.0, 1.0, 2.5, 1.0]), modality="CT")
+    p = Predictor(Smooth(), _ct_cfg("infer.window=whole"), device="cpu")
+    grid = (320, 320)
+    r0, r1, c0, c1 = p._body_box(image, 0, 4, grid)  # type: ignore[misc]
+    assert r0 <= 60 - 16 and r1 >= 220 + 16 and r1 < 250  # the couch is not in the box
+    assert c0 <= 40 - 16 and c1 >= 280 + 16
+    arr[:, 240:300, 40:280] = 40  # a second part as large as a quarter of the trunk: kept
+    r0, r1, _, _ = p._body_box(Image(arr, image.affine, modality="CT"), 0, 4, grid)  # type: ignore[misc]
+    assert r1 >= 300
