@@ -472,7 +472,7 @@ class Predictor:
         left out when under a quarter of the largest one's area."""
         if not self.config.infer.body_crop:
             return None
-        body = (np.asarray(image.array[z0:z1]) > self.config.infer.body_hu).any(axis=0)
+        body: np.ndarray = np.any(np.asarray(image.array[z0:z1]) > self.config.infer.body_hu, axis=0)
         # the couch is not the body: of the separate components of the chunk's projection keep those of
         # at least a quarter of the largest one's area (the trunk; the couch only when as large as it)
         comps, n = ndimage.label(body, structure=np.ones((3, 3), bool))
