@@ -65,7 +65,7 @@ def main() -> None:
         ax.set_title(f"{name} on {protocol.upper()}: {path.stem[:28]}\nDice R {d[0]:.3f} L {d[1]:.3f}, leak {leak:.1f} %",
                      fontsize=8)
         ax.axis("off")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=90)
     print(f"wrote {args.out}")

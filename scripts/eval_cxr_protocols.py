@@ -44,6 +44,7 @@ from medseg.metrics import dice
 HERE = Path(__file__).resolve().parents[1]
 NAMES = {1: "right lung", 2: "left lung"}
 VARIANTS = ("raw", "basic", "anatomy", "shipped")
+INFER: dict = {}  # --infer key=value overrides of the models' infer.* settings
 
 
 def leak_px(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int]:
@@ -82,7 +83,7 @@ def cached_argmax(model: str, checkpoint: Path, entry: ManifestEntry, cache: Pat
     if model not in predictors:
         from medseg.infer import Predictor
 
-        predictors[model] = Predictor.from_checkpoint(checkpoint, task="cxr", device="cpu")
+        predictors[model] = Predictor.from_checkpoint(checkpoint, task="cxr", device="cpu", infer=INFER or None)
     pred = predictors[model].predict(read_image(entry.image))
     labels = pred.probabilities.argmax(axis=0).astype(np.uint8)
     shipped = np.asarray(pred.labels.array, dtype=np.uint8)
@@ -164,7 +165,11 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=HERE / "runs" / "eval_cxr")
     ap.add_argument("--table", action="store_true", help="also print the per-patient tables")
     ap.add_argument("--csv", type=Path, default=None, help="write all per-image rows here")
+    ap.add_argument("--infer", action="append", default=[], help="infer.* override KEY=VALUE, e.g. tta_flip=true")
     args = ap.parse_args()
+    import yaml
+
+    INFER.update({kv.split("=", 1)[0]: yaml.safe_load(kv.split("=", 1)[1]) for kv in args.infer})
     models = {m.split("=", 1)[0]: Path(m.split("=", 1)[1]) for m in args.model}
     variants = tuple(args.variant or VARIANTS)
     rows = []
