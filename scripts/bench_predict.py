@@ -480,7 +480,8 @@ def _write_doc(section: str, device: str) -> None:
     title = "## Prediction speed" if not device.startswith("cuda") else "## Prediction speed (GPU)"
     section = section.replace("## Prediction speed", title, 1)
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nNumbers measured by the scripts in `scripts/`.\n"
-    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    # up to the next section or subsection: the hand-written "### How the defaults were chosen" stays
+    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^##+ |\Z)", re.S | re.M)
     if pattern.search(text):
         text = pattern.sub(lambda _: section + "\n", text)
     else:
