@@ -10,7 +10,8 @@ set its 45 validation images of 18 patients (never picked, never trained on). St
 ``cxr_lung`` model trained only on the *other* protocol's 18 films (the weights shipped before issue
 #14's retraining, kept under ``runs/al_start``; a model initialised from V7 labels would have seen the
 pool). Every round labels ``k`` more images and continues training **the whole U-Net** from the
-previous round's weights for ``--steps`` AdamW steps (lr 3e-4, encoder x0.1) on batches of 8 random
+previous round's weights for ``--steps`` AdamW steps (``--lr`` 3e-4, encoder x0.1; batch-norm statistics
+frozen unless ``--train-bn``) on batches of 8 random
 128 x 128 windows of the labelled images (256 x 256 network grid), random left-right flip with the
 lungs' labels swapped, Dice + cross-entropy (MONAI ``DiceCELoss``). Windows instead of whole images:
 a 4x cheaper step on this 2-core CPU; the network is fully convolutional, evaluation is on whole
@@ -93,16 +94,19 @@ def _dice_per_patient(probs: np.ndarray, labels: np.ndarray, patients: list[str]
     return float(np.mean([np.mean(v) for v in by_patient.values()]))
 
 
-def _train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, seed: int, crop: int = 128) -> None:
+def _train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, seed: int, crop: int = 128,
+           lr: float = 3e-4, freeze_bn: bool = True) -> None:
     from monai.losses import DiceCELoss
 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     enc = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
     rest = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
-    opt = torch.optim.AdamW([{"params": enc, "lr": 3e-5}, {"params": rest, "lr": 3e-4}], weight_decay=1e-4)
+    opt = torch.optim.AdamW([{"params": enc, "lr": lr * 0.1}, {"params": rest, "lr": lr}], weight_decay=1e-4)
     g = np.random.default_rng(seed)
     n, size = len(x), x.shape[-1]
-    model.train()
+    # frozen batch-norm statistics (eval mode, weights still trained): a handful of labelled images in
+    # 128-px windows give batch statistics unlike the whole films the model is evaluated on
+    model.eval() if freeze_bn else model.train()
     for _ in range(steps):
         idx = g.choice(n, size=8, replace=n < 8)
         oy, ox = g.integers(0, size - crop + 1, size=(2, 8))
@@ -126,6 +130,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--max-labels", type=int, default=48)
     ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--train-bn", action="store_true", help="update batch-norm statistics while fine-tuning")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--target", type=float, nargs="+", default=[0.95, 0.94])
     ap.add_argument("--strategies", nargs="+", default=["uncertainty", "random"], choices=["uncertainty", "random"])
@@ -166,7 +172,8 @@ def main() -> None:
                     new = [pool[i] for i in select_for_annotation(u, args.k, seed=seed)]
                 labelled += new
                 idx = torch.as_tensor(labelled)
-                _train(model, data["x"][idx], data["y"][idx], args.steps, seed * 1000 + r)
+                _train(model, data["x"][idx], data["y"][idx], args.steps, seed * 1000 + r, lr=args.lr,
+                       freeze_bn=not args.train_bn)
                 curves[strategy][n].append(_dice_per_patient(_probs(model, val_x), val_y, val_patients))
             picks[strategy].append([data["names"][i] for i in labelled])
             print(f"seed {seed} {strategy:11s} " + " ".join(f"{curves[strategy][n][-1]:.3f}" for n in sizes)
