@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The CT lung model of issue #14: 2-fold cross-validation over the two NSCLC planning CTs, then the
-# model trained on both (what scripts/ship_model.py ships as `ct_lung`). Sequential: one CPU/GPU job.
+# 2-fold cross-validation over the two NSCLC planning CTs, then a model trained on both, for the
+# 1.5 mm recipe (configs/ct_lung_15mm.yaml; faster inference, not the shipped ct_lung - see
+# docs/benchmarks.md). Pass --set overrides, e.g. to try another grid. Sequential: one CPU/GPU job.
 #   bash scripts/train_ct_lung.sh [extra --set overrides...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
