@@ -452,7 +452,7 @@ def _write_case(done: _Predicted, out_dir: Path, formats: Sequence[str], layout:
     )
 
 
-def _on_gpu(run: _Run, cases: Sequence[Case], skip: Sequence[bool]) -> bool:
+def _on_gpu(run: _Run, skip: Sequence[bool]) -> bool:
     """Whether this batch's network runs on a GPU (the loaded predictor's device, else ``run.device``)."""
     if run.predictors:
         return any(getattr(p, "device", None) is not None and p.device.type == "cuda" for p in run.predictors.values())
@@ -591,7 +591,7 @@ def predict(
 
     skip = [skip_existing and is_complete(out, c.name, fmts, str(c.path)) for c in all_cases]
     if prefetch is None:
-        prefetch = bool(all_cases) and _on_gpu(run, all_cases, skip)
+        prefetch = bool(all_cases) and _on_gpu(run, skip)
     # pipeline (GPU): the next case is read and the previous one written in background threads while
     # the network runs; results and records stay in case order
     reader = ThreadPoolExecutor(1, thread_name_prefix="medseg-read") if prefetch else None

@@ -573,7 +573,7 @@ class Predictor:
         boundary band is then restored at full resolution (:func:`refine_labels`): a 2000 x 2000
         film never gets ``K`` full-resolution probability maps unless they are asked for.
         """
-        from medseg.data.preprocess import prepare_inputs
+        from medseg.data.preprocess import prepare_inputs, upsample_probabilities
 
         prepared = prepare_inputs(image, self.config)
         probs, flipped = self._infer(prepared.tensor, self._whole(prepared.grid_shape))
@@ -583,13 +583,12 @@ class Predictor:
         decided_probs, arg = self._restore(probs, flipped, grid, stats)
         raw = arg[0].cpu().numpy()
         labels = self._postprocess(raw, _resized_radiograph(image, grid))
+        net = probs if flipped is None else (probs + flipped) * 0.5
         if grid != size:
-            net = probs if flipped is None else (probs + flipped) * 0.5
             labels = refine_labels(labels, net[0].float().cpu().numpy(), size)
         kept = None
-        if keep:
-            full = decided_probs if grid == size else self._restore(probs, flipped, size, _UncertaintyStats(
-                probs.shape[1], flipped is not None))[0]
+        if keep:  # bilinear restoring is linear: restoring the TTA mean = the mean of the restored
+            full = decided_probs if grid == size else upsample_probabilities(net, size)
             kept = full[0].cpu().numpy().astype(np.float32, copy=False)
         if hook is not None:
             hook(1, 1)
