@@ -277,3 +277,36 @@ def test_body_crop_leaves_out_the_couch_but_not_a_large_second_part() -> None:
     arr[:, 240:300, 40:280] = 40  # a second part as large as a quarter of the trunk: kept
     r0, r1, _, _ = p._body_box(Image(arr, image.affine, modality="CT"), 0, 4, grid)  # type: ignore[misc]
     assert r1 >= 300
+
+
+def test_remove_gas_is_a_checkpoint_setting_the_predictor_follows() -> None:
+    # the film of tests/infer/test_postprocess.py: the left lung leaks through the diaphragm into gas
+    arr = np.full((200, 200), 200.0, np.float32)
+    arr[30:150, 20:90] = 50.0
+    arr[30:150, 110:180] = 50.0
+    arr[160:185, 130:170] = 60.0
+    lab = np.zeros(arr.shape, np.uint8)
+    lab[30:150, 20:90] = 1
+    lab[30:185, 110:180] = 2
+    onehot = torch.from_numpy(np.eye(3, dtype=np.float32)[lab].transpose(2, 0, 1))[None] * 20.0
+
+    class Fixed(torch.nn.Module):  # answers the leaking label map whatever the input
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.interpolate(onehot, size=x.shape[-2:], mode="nearest").expand(x.shape[0], -1, -1, -1)
+
+    image = Image(arr, np.eye(3), modality="CR")
+    names = "{1: right lung, 2: left lung}"
+    on = Predictor(Fixed(), _cfg("cxr", names, "data.image_size=[192, 192]"), device="cpu").predict(image)
+    off = Predictor(Fixed(), _cfg("cxr", names, "data.image_size=[192, 192]", "infer.remove_gas=false"),
+                    device="cpu").predict(image)
+    assert (on.labels.array[162:183, 132:168] == 0).all()  # the bubble is cut
+    assert (off.labels.array[162:183, 132:168] == 2).all()  # kept when the checkpoint says so
+    assert (on.labels.array[40:140, 120:170] == 2).all() and (off.labels.array[40:140, 120:170] == 2).all()
+
+
+def test_decision_grid_setting_is_validated() -> None:
+    from medseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="decision_px"):
+        _cfg("cxr", "{1: bright, 2: dark}", "infer.decision_px=10")
+    assert _cfg("cxr", "{1: bright, 2: dark}", "infer.decision_px=0").infer.decision_px == 0  # type: ignore[attr-defined]
