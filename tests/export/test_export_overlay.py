@@ -127,3 +127,21 @@ def test_label_colours_are_deterministic_and_distinct() -> None:
         label_colours([1], {1: (300, 0, 0)})
     with pytest.raises(ExportError):
         label_colour(0)
+
+
+def test_large_film_is_drawn_at_picture_size_with_contours_in_place(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    arr = rng.normal(100, 5, size=(2048, 2048)).astype(np.float32)  # 2x the 1024 px picture
+    lab = np.zeros(arr.shape, np.uint8)
+    lab[400:1600, 300:900] = 1
+    lab[400:1600, 1100:1700] = 2
+    image = Image(arr, np.diag([0.2, 0.2, 1.0]), modality="DX")
+    path = overlay_png(image, image.with_array(lab, kind="label"), tmp_path / "big.png",
+                       label_names={1: "right lung", 2: "left lung"})
+    rgb = _png(path)
+    assert rgb.shape[:2] == (1024, 1024)
+    for value, (lo, hi) in ((1, (300, 900)), (2, (1100, 1700))):
+        ys, xs = np.nonzero(_colour_mask(rgb, label_colour(value))[150:])  # below the legend box
+        assert xs.size > 500
+        assert abs(xs.min() - lo / 2) <= 3 and abs(xs.max() - hi / 2) <= 3  # half scale, edges in place
+        assert abs(ys.min() + 150 - 400 / 2) <= 3 and abs(ys.max() + 150 - 1600 / 2) <= 3
