@@ -53,6 +53,7 @@ import torch
 from medseg.config import Config
 from medseg.errors import ConfigError, GeometryError, InputError
 from medseg.image import Image
+from medseg.utils import percentiles
 
 if TYPE_CHECKING:  # pragma: no cover
     from medseg.models.encoders import Preprocessing
@@ -174,18 +175,21 @@ def unit_inputs(image: Image, cfg: Config) -> tuple[torch.Tensor, tuple[int, int
         ``(tensor, grid_shape)`` with tensor ``(1, H, W)`` for a radiograph or ``(Z, H', W')`` for CT
         (axial slices in array order), float32 in [0, 1].
     """
-    from monai.transforms import ScaleIntensityRangePercentiles
+    from monai.transforms import ScaleIntensityRange
 
     _check_image(image, cfg)
-    arr = torch.from_numpy(np.asarray(image.array, dtype=np.float32).copy())
     if cfg.data.task == "cxr":
         lo, hi = (float(v) for v in cfg.data.intensity_percentiles)
         if not 0.0 <= lo < hi <= 100.0:
             raise ConfigError(f"must be [low, high] with 0 <= low < high <= 100, got {[lo, hi]}",
                               path="data.intensity_percentiles")
-        scaled = ScaleIntensityRangePercentiles(lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True)(arr[None])
+        # = MONAI's ScaleIntensityRangePercentiles, with both percentiles from one pass (utils.percentiles)
+        a_min, a_max = percentiles(image.array, (lo, hi))
+        arr = torch.from_numpy(np.asarray(image.array, dtype=np.float32).copy())
+        scaled = ScaleIntensityRange(a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True)(arr[None])
         size = _image_size(cfg)
         return _resize(_plain(scaled), size, "bilinear"), size
+    arr = torch.from_numpy(np.asarray(image.array, dtype=np.float32).copy())
     grid = ct_grid_shape(image, cfg)
     return _ct_unit(arr, cfg, grid), grid
 

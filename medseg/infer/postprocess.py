@@ -59,9 +59,20 @@ def _largest_components(mask: np.ndarray, n: int) -> list[np.ndarray]:
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    if mask.ndim == 3:  # per axial slice: 3-D filling would also fill airways closed at both ends
-        return np.stack([ndimage.binary_fill_holes(s) for s in mask]).astype(bool)
-    return ndimage.binary_fill_holes(mask).astype(bool)
+    """Holes filled (per axial slice for a volume: 3-D filling would also fill airways closed at
+    both ends). Works inside the mask's bounding box only: background on the box's edge touches the
+    background outside it, so the result is the same as on the whole grid, at a fraction of the cost."""
+    box = ndimage.find_objects(np.asarray(mask, bool).view(np.uint8))
+    out = mask.astype(bool, copy=True)
+    if not box or box[0] is None:
+        return out
+    inner = out[box[0]]
+    if mask.ndim == 3:
+        for k in range(inner.shape[0]):
+            inner[k] = ndimage.binary_fill_holes(inner[k])
+    else:
+        inner[...] = ndimage.binary_fill_holes(inner)
+    return out
 
 
 def _grey(image: Image) -> np.ndarray:
@@ -284,11 +295,22 @@ def refine_labels(decided: np.ndarray, probs: np.ndarray, size: tuple[int, int])
 def summarise_labels(labels: Image, label_names: dict[int, str]) -> dict[str, dict[str, float]]:
     """Per structure: voxel count, volume (mL, 3-D) or area (cm², 2-D; px when spacing unknown), components."""
     summary: dict[str, dict[str, float]] = {}
-    arr = labels.array
+    arr = np.asarray(labels.array)
+    # one pass finds every structure's bounding box; each is counted and labelled inside its box
+    # only (labelling a 2000 x 2000 film per structure cost as much as the network's forward pass)
+    boxed = arr.dtype.kind in "ui" and arr.size > 0
+    boxes = ndimage.find_objects(arr) if boxed else []
     for value, name in sorted(label_names.items()):
-        mask = arr == value
-        count = int(mask.sum())
-        _, n_comp = ndimage.label(mask)
+        value = int(value)
+        if boxed and value > 0:
+            box = boxes[value - 1] if value <= len(boxes) else None
+            inside = arr[box] == value if box is not None else np.zeros(0, bool)
+            count = int(inside.sum())
+            n_comp = ndimage.label(inside)[1] if count else 0
+        else:
+            mask = arr == value
+            count = int(mask.sum())
+            n_comp = ndimage.label(mask)[1]
         row: dict[str, float] = {"label": value, "voxels": count, "components": int(n_comp)}
         if labels.ndim == 3:
             row["volume_ml"] = count * labels.voxel_volume / 1000.0

@@ -44,6 +44,11 @@ def test_radiograph_overlay_size_contours_and_legend(shared_data: Path, tmp_path
         scale = 1024 / cols
         lo, hi = (20, 100) if value == 1 else (110, 190)
         assert xs.min() >= (lo - 2) * scale and xs.max() <= (hi + 2) * scale
+        legend = hits[:100, 800:]  # the legend's swatch of this label, top right
+        assert legend.sum() > 20, f"no legend swatch for label {value}"
+    legend_box = rgb[5:60, 900:1015]
+    assert (legend_box.min(axis=-1) > 150).mean() > 0.3  # a light box ...
+    assert (legend_box.max(axis=-1) < 60).sum() > 30  # ... with dark text on it
 
 
 def _phantom(flip_x: bool) -> tuple[Image, Image]:

@@ -125,3 +125,36 @@ def test_gas_rule_is_off_for_an_upside_down_film() -> None:
     img = Image(arr, np.eye(3), modality="CR", source=ImageSource(None, "dicom", (ds,)))
     out = postprocess_labels(lab, img, NAMES)
     assert (out[160:185, 130:170] == 2).all()
+
+
+@pytest.mark.parametrize("shape", [(64, 80), (6, 40, 50)])
+def test_summary_counts_and_components_match_whole_image_labelling(shape: tuple[int, ...]) -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(len(shape))
+    lab = (ndimage.zoom(rng.random([max(2, s // 8) for s in shape]), 8, order=0)[tuple(slice(s) for s in shape)]
+           * 4).astype(np.uint8)  # blocks of 0..3, several components each
+    lab[lab == 3] = 0  # label 3 named but absent
+    names = {1: "right lung", 2: "left lung", 3: "nodule"}
+    affine = np.eye(len(shape) + 1)
+    s = summarise_labels(Image(lab, affine, kind="label", modality="CT" if len(shape) == 3 else "CR"), names)
+    for value, name in names.items():
+        assert s[name]["voxels"] == int((lab == value).sum())
+        assert s[name]["components"] == ndimage.label(lab == value)[1]
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_hole_filling_inside_the_bounding_box_equals_whole_grid_filling(ndim: int) -> None:
+    from scipy import ndimage
+
+    from medseg.infer.postprocess import _fill_holes
+
+    rng = np.random.default_rng(ndim)
+    for _ in range(20):
+        shape = (4, 40, 50)[-ndim:]
+        mask = ndimage.binary_opening(rng.random(shape) < 0.6) if ndim == 2 else rng.random(shape) < 0.6
+        mask[..., :3, :] = False  # keep clear of one image edge only: boxes touch the others
+        want = (np.stack([ndimage.binary_fill_holes(s) for s in mask]) if ndim == 3
+                else ndimage.binary_fill_holes(mask))
+        np.testing.assert_array_equal(_fill_holes(mask), want)
+    assert not _fill_holes(np.zeros((5, 6), bool)).any()
