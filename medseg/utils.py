@@ -108,7 +108,7 @@ def percentiles(array: np.ndarray, q: Sequence[float]) -> tuple[float, ...]:
     if values is None:
         return tuple(float(v) for v in np.percentile(a, qs))
     low = int(values.min())
-    counts = np.bincount((values - low).astype(np.intp, copy=False))
+    counts = np.bincount(np.subtract(values, low, dtype=np.intp))  # intp: int16 - min can overflow int16
     cum = np.cumsum(counts)
     n = a.size
     out = []

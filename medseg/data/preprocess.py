@@ -175,20 +175,23 @@ def unit_inputs(image: Image, cfg: Config) -> tuple[torch.Tensor, tuple[int, int
         ``(tensor, grid_shape)`` with tensor ``(1, H, W)`` for a radiograph or ``(Z, H', W')`` for CT
         (axial slices in array order), float32 in [0, 1].
     """
-    from monai.transforms import ScaleIntensityRange
-
     _check_image(image, cfg)
     if cfg.data.task == "cxr":
         lo, hi = (float(v) for v in cfg.data.intensity_percentiles)
         if not 0.0 <= lo < hi <= 100.0:
             raise ConfigError(f"must be [low, high] with 0 <= low < high <= 100, got {[lo, hi]}",
                               path="data.intensity_percentiles")
-        # = MONAI's ScaleIntensityRangePercentiles, with both percentiles from one pass (utils.percentiles)
+        # = MONAI's ScaleIntensityRangePercentiles(lo, hi, 0, 1, clip=True), bit for bit, in place on one
+        # float32 copy with both percentiles from one pass: MONAI's partitions the film once per
+        # percentile and makes a copy per arithmetic step (together ~2x the network's forward on 4 MP)
         a_min, a_max = percentiles(image.array, (lo, hi))
-        arr = torch.from_numpy(np.asarray(image.array, dtype=np.float32).copy())
-        scaled = ScaleIntensityRange(a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True)(arr[None])
+        scaled = np.array(image.array, dtype=np.float32)
+        scaled -= np.float32(a_min)
+        if a_max != a_min:
+            scaled /= np.float32(a_max - a_min)
+        np.clip(scaled, 0.0, 1.0, out=scaled)
         size = _image_size(cfg)
-        return _resize(_plain(scaled), size, "bilinear"), size
+        return _resize(torch.from_numpy(scaled)[None], size, "bilinear"), size
     arr = torch.from_numpy(np.asarray(image.array, dtype=np.float32).copy())
     grid = ct_grid_shape(image, cfg)
     return _ct_unit(arr, cfg, grid), grid

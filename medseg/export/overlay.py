@@ -232,10 +232,10 @@ def _legend(
     names = {int(k): str(v) for k, v in label_names.items()}
     texts = [names.get(v, f"label {v}") for v in values]
     boxes = [draw.textbbox((0, 0), t, font=font) for t in texts]
-    line_h = max(b[3] for b in boxes) + 4
+    line_h = int(max(b[3] for b in boxes)) + 4
     swatch = 2 * line_h
     pad = max(4, line_h // 3)
-    box_w = pad * 3 + swatch + max(b[2] for b in boxes)
+    box_w = pad * 3 + swatch + int(max(b[2] for b in boxes))
     box_h = pad * 2 + line_h * len(texts)
     x0, y0 = width - box_w - pad, pad
     draw.rectangle((x0, y0, x0 + box_w, y0 + box_h), fill=(255, 255, 255, 153), outline=(204, 204, 204, 255))

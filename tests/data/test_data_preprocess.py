@@ -154,3 +154,23 @@ def test_contract_errors(cxr: tuple[Image, Image], ct_crop: tuple[Image, Image])
     nan = image.with_array(np.full(image.shape, np.nan, dtype=np.float32))
     with pytest.raises(InputError, match="NaN"):
         prepare_inputs(nan, Config())
+
+
+@pytest.mark.parametrize("film", ["cxr_lung_v7_covid/images/00870a9c.jpg", "cxr_dicom/siim_cr_chest_pa.dcm",
+                                  "cxr_dicom/CR-MONO1-10-chest.dcm"])
+def test_cxr_scaling_equals_monai_percentile_transform(shared_data: Path, film: str) -> None:
+    """The in-place scaling = MONAI's ScaleIntensityRangePercentiles that the models were trained with."""
+    from monai.transforms import ScaleIntensityRangePercentiles
+
+    path = shared_data / film
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    image = read_image(path)
+    r, c = image.shape[0] // 32 * 32, image.shape[1] // 32 * 32  # a film the grid takes as it is:
+    image = Image(np.ascontiguousarray(image.array[:r, :c]), image.affine)  # the scaling, not a resize
+    cfg = Config()
+    cfg.data.image_size = [r, c]
+    unit, _ = unit_inputs(image, cfg)
+    ref = ScaleIntensityRangePercentiles(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)(
+        torch.from_numpy(np.asarray(image.array, dtype=np.float32).copy())[None])
+    np.testing.assert_allclose(unit.numpy(), np.asarray(ref), rtol=0, atol=1e-6)
