@@ -78,6 +78,9 @@ class AugmentConfig:
     gamma: list[float] = field(default_factory=lambda: [0.8, 1.25])
     #: (medseg.data) RandGaussianNoise standard deviation on the [0, 1] image
     noise_std: float = 0.02
+    #: (medseg.data) radiographs: probability of a simulated dense opacity (ARDS, effusion, white
+    #: base) inside one lung, the label unchanged (:class:`medseg.data.transforms.RandLungOpacityd`)
+    opacity_prob: float = 0.0
 
 
 @dataclass
@@ -357,7 +360,7 @@ def _check_ranges(cfg: Config) -> None:
     _check_pair("data.intensity_percentiles", d.intensity_percentiles)
     _check("data.intensity_percentiles", d.intensity_percentiles, 0.0, 100.0)
     _check("data.slices_per_volume", d.slices_per_volume, 0)
-    for k in ("affine_prob", "intensity_prob", "elastic_prob"):
+    for k in ("affine_prob", "intensity_prob", "elastic_prob", "opacity_prob"):
         _check(f"data.augment.{k}", getattr(d.augment, k), 0.0, 1.0)
     _check("optim.lr", o.lr, 0.0, 10.0, low_open=True)
     _check("optim.encoder_lr_mult", o.encoder_lr_mult, 0.0, 100.0)
