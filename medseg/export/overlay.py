@@ -201,14 +201,14 @@ def _radiograph_picture(
     picture = PILImage.fromarray(rgb)
     draw = ImageDraw.Draw(picture, "RGBA")
     left, right = _radiograph_sides(image)
-    marker_font = _font(max(10, width // 50))
+    marker_font = _font(max(14, width // 36))  # ~ the old 20 pt at 100 dpi
     for text, at_right in ((left, False), (right, True)):
         if text:
             x0b, y0b, x1b, y1b = draw.textbbox((0, 0), text, font=marker_font)
             x = width - 0.02 * width - (x1b - x0b) if at_right else 0.02 * width
             draw.text((x, height / 2 - (y1b + y0b) / 2), text, fill=(255, 255, 255), font=marker_font)
     if values:
-        _legend(draw, width, values, label_names, colour_of, _font(max(8, width // 80)))
+        _legend(draw, width, values, label_names, colour_of, _font(max(11, width // 60)))
     return picture
 
 
