@@ -60,11 +60,32 @@ def evaluate(patient: str, checkpoint: Path, offsets: list[float], hd_offsets: s
             row[f"volume_bias_pct_{side}"] = 100.0 * (int(p.sum()) - int(r.sum())) / max(int(r.sum()), 1)
             if d in hd_offsets:
                 row[f"hd95_{side}"] = hd95(p, r, spacing)
+        if d == offsets[0]:
+            row.update(_zone_dice(lab, ref, ct))
         rows.append(row)
         print(f"| {patient} | {d:.2f} | {row['dice_right']:.4f} | {row['dice_left']:.4f} | "
               f"{row['volume_bias_pct_right']:+.2f} | {row['volume_bias_pct_left']:+.2f} | "
               f"{row.get('hd95_right', float('nan')):.1f} | {row.get('hd95_left', float('nan')):.1f} |", flush=True)
     return rows
+
+
+def _zone_dice(lab: np.ndarray, ref: np.ndarray, ct) -> dict:  # type: ignore[no-untyped-def]
+    """Dice of the lungs (both labels, per voxel label) in the apex and base zones: the most superior /
+    inferior 10 % of the slices on which the reference has lung (the thin slivers issue #14 names)."""
+    zs = np.flatnonzero(ref.reshape(ref.shape[0], -1).any(axis=1))
+    n = max(1, round(0.1 * zs.size))
+    z_world = [float(ct.index_to_world([0, 0, int(k)])[2]) for k in (zs[0], zs[-1])]
+    first_superior = z_world[0] > z_world[1]  # LPS: +z is superior
+    top, bottom = zs[:n], zs[-n:]
+    apex, base = (top, bottom) if first_superior else (bottom, top)
+    out = {}
+    for name, idx in (("apex", apex), ("base", base)):
+        p, r = lab[idx], ref[idx]
+        inter = sum(int(((p == v) & (r == v)).sum()) for v in (1, 2))
+        out[f"dice_{name}"] = 2.0 * inter / max(1, int((p > 0).sum() + (r > 0).sum()))
+    print(f"  {ct.source.path or 'CT'}: apex Dice {out['dice_apex']:.4f}, base Dice {out['dice_base']:.4f} "
+          f"({n} slices each)", flush=True)
+    return out
 
 
 def main() -> None:
