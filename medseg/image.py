@@ -39,6 +39,7 @@ __all__ = [
     "row_direction",
     "patient_left_sign",
     "present_labels",
+    "label_boxes",
 ]
 
 ImageKind = Literal["intensity", "label"]
@@ -361,3 +362,18 @@ def present_labels(array: np.ndarray) -> list[int]:
     for start in range(0, flat.shape[0], step):
         counts += np.bincount(flat[start : start + step].ravel(), minlength=high + 1)
     return [int(v) for v in np.flatnonzero(counts[1:]) + 1]
+
+
+def label_boxes(array: np.ndarray) -> dict[int, tuple[slice, ...]]:
+    """``{value: bounding box}`` of every value > 0 present in an integer (or bool) label array.
+
+    One pass (``scipy.ndimage.find_objects``); a box is a tuple of slices, one per axis, so
+    ``array[box] == value`` is that structure cropped to its extent. Empty for other dtypes.
+    """
+    from scipy import ndimage
+
+    if array.dtype == bool:
+        array = array.view(np.uint8)
+    if array.dtype.kind not in "ui" or array.size == 0:
+        return {}
+    return {v + 1: box for v, box in enumerate(ndimage.find_objects(array)) if box is not None}

@@ -87,3 +87,20 @@ def test_from_sitk_rejects_vector_images() -> None:
     vec = sitk.Image([4, 4], sitk.sitkVectorUInt8, 3)
     with pytest.raises(InputError):
         Image.from_sitk(vec)
+
+
+def test_label_boxes_are_each_values_extent() -> None:
+    from medseg.image import label_boxes
+
+    rng = np.random.default_rng(0)
+    arr = np.zeros((5, 30, 40), np.uint8)
+    arr[1:3, 4:9, 10:30] = 2
+    arr[4, 20, 0] = 2
+    arr[0:2, 25:28, 35:38] = 5
+    boxes = label_boxes(arr)
+    assert sorted(boxes) == [2, 5]  # absent values (1, 3, 4) have no box
+    for v, box in boxes.items():
+        idx = np.argwhere(arr == v)
+        assert box == tuple(slice(int(lo), int(hi) + 1) for lo, hi in zip(idx.min(0), idx.max(0), strict=True))
+    assert label_boxes(rng.random((4, 4)) > 0.5).keys() <= {1}  # bool masks: value 1
+    assert label_boxes(np.ones((3, 3), np.float32)) == {} and label_boxes(np.zeros((0, 3), np.uint8)) == {}

@@ -32,8 +32,8 @@ from scipy import ndimage
 
 from medseg.colours import RGB, label_colours
 from medseg.errors import ExportError, GeometryError
-from medseg.image import Image, present_labels, row_direction
-from medseg.utils import atomic_path
+from medseg.image import Image, label_boxes, present_labels, row_direction
+from medseg.utils import atomic_path, percentiles
 
 __all__ = ["overlay_png", "LUNG_WINDOW"]
 
@@ -115,7 +115,7 @@ def _display_range(
         low, high = LUNG_WINDOW
     else:
         finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
-        low, high = (float(v) for v in np.percentile(finite, (0.5, 99.5))) if finite.size else (0.0, 1.0)
+        low, high = percentiles(finite, (0.5, 99.5)) if finite.size else (0.0, 1.0)
     return (low, high) if high > low else (low, low + 1.0)
 
 
@@ -184,9 +184,9 @@ def _radiograph_picture(
     pick_cols = np.minimum(((np.arange(width) + 0.5) * (cols / width)).astype(np.intp), cols - 1)
     on_picture = label_array.take(pick_rows, axis=0).take(pick_cols, axis=1)
     half = max(1, round(max(1.5, width / 400) * 0.7))  # matplotlib's old line width in points -> px, halved
-    boxes = ndimage.find_objects(on_picture) if on_picture.dtype.kind in "ui" else []
+    boxes = label_boxes(on_picture)
     for v in values:
-        box = boxes[v - 1] if 0 < v <= len(boxes) else None
+        box = boxes.get(v)
         if box is None:
             continue
         y0, y1 = max(0, box[0].start - half - 1), min(height, box[0].stop + half + 1)

@@ -21,8 +21,9 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from medseg.image import Image, patient_left_sign
+from medseg.image import Image, label_boxes, patient_left_sign
 from medseg.structures import LabelMap
+from medseg.utils import percentiles
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,11 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     """Holes filled (per axial slice for a volume: 3-D filling would also fill airways closed at
     both ends). Works inside the mask's bounding box only: background on the box's edge touches the
     background outside it, so the result is the same as on the whole grid, at a fraction of the cost."""
-    box = ndimage.find_objects(np.asarray(mask, bool).view(np.uint8))
     out = mask.astype(bool, copy=True)
-    if not box or box[0] is None:
+    box = label_boxes(out).get(1)
+    if box is None:
         return out
-    inner = out[box[0]]
+    inner = out[box]
     if mask.ndim == 3:
         for k in range(inner.shape[0]):
             inner[k] = ndimage.binary_fill_holes(inner[k])
@@ -80,7 +81,7 @@ def _grey(image: Image) -> np.ndarray:
     arr = np.asarray(image.array, dtype=np.float32)
     if arr.ndim == 3:  # (y, x, channels) picture
         arr = arr.mean(axis=-1)
-    lo, hi = np.percentile(arr[:: max(1, arr.shape[0] // 512), :: max(1, arr.shape[1] // 512)], [1.0, 99.0])
+    lo, hi = percentiles(arr[:: max(1, arr.shape[0] // 512), :: max(1, arr.shape[1] // 512)], (1.0, 99.0))
     return np.clip((arr - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0)
 
 
@@ -299,11 +300,11 @@ def summarise_labels(labels: Image, label_names: dict[int, str]) -> dict[str, di
     # one pass finds every structure's bounding box; each is counted and labelled inside its box
     # only (labelling a 2000 x 2000 film per structure cost as much as the network's forward pass)
     boxed = arr.dtype.kind in "ui" and arr.size > 0
-    boxes = ndimage.find_objects(arr) if boxed else []
+    boxes = label_boxes(arr)
     for value, name in sorted(label_names.items()):
         value = int(value)
         if boxed and value > 0:
-            box = boxes[value - 1] if value <= len(boxes) else None
+            box = boxes.get(value)
             inside = arr[box] == value if box is not None else np.zeros(0, bool)
             count = int(inside.sum())
             n_comp = ndimage.label(inside)[1] if count else 0
